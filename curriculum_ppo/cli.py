@@ -1,0 +1,169 @@
+"""The ``curriculum-ppo`` command: record, verify, inspect and import demos; train; evaluate.
+
+Each subcommand lives in its own module; this file only parses arguments and
+turns :class:`~curriculum_ppo.errors.UserError` into one line on stderr with a
+nonzero exit code, so bad input never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+from curriculum_ppo import __version__
+from curriculum_ppo.errors import UserError
+
+BUNDLED_DEMO = Path(__file__).resolve().parent.parent / "demos" / "MontezumaRevenge-room1.h5"
+
+
+def default_demo() -> Path:
+    """The bundled Montezuma's Revenge room-1 demo (repo checkout or installed package data)."""
+    candidates = [BUNDLED_DEMO, Path(__file__).resolve().parent / "data" / BUNDLED_DEMO.name]
+    for path in candidates:
+        if path.exists():
+            return path
+    raise UserError(f"the bundled demo {BUNDLED_DEMO.name} is missing; pass --demo FILE.h5")
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+# --- demo commands -------------------------------------------------------------------
+def cmd_record(args) -> int:
+    from curriculum_ppo.demo.record import record_interactive, record_script
+
+    if args.actions:
+        demo = record_script(args.game, args.actions, args.out, store_frames=args.store_frames,
+                             state_interval=args.state_interval)
+        print(f"recorded {len(demo)} frames from {args.actions}, total return {demo.total_return:g} -> {args.out}")
+        return 0
+    return record_interactive(args)
+
+
+def cmd_verify(args) -> int:
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.demo.verify import verify_demo
+
+    result = verify_demo(load_demo(args.file))
+    if args.json:
+        _print_json({k: v for k, v in result.to_json().items()})
+    elif result.ok:
+        print(f"OK: {args.file} replays exactly ({result.frames} frames, total return {result.total_return:g})")
+    else:
+        print(f"DIVERGES at frame {result.first_divergence}: {result.reason}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_inspect(args) -> int:
+    path = Path(args.file)
+    if path.is_dir():
+        from curriculum_ppo.run_report import inspect_run
+
+        return inspect_run(path, as_json=args.json)
+    from curriculum_ppo.demo.inspect import format_summary, summarize, write_demo_png, write_demo_video
+    from curriculum_ppo.demo.store import load_demo
+
+    demo = load_demo(path)
+    info = summarize(demo)
+    print(json.dumps(info, indent=2) if args.json else format_summary(info))
+    if args.png:
+        frames = [int(x) for x in str(args.frame).split(",")] if args.frame is not None else [len(demo)]
+        bad = [t for t in frames if not 0 <= t <= len(demo)]
+        if bad:
+            raise UserError(f"--frame {bad[0]} is outside the demo (0..{len(demo)})")
+        write_demo_png(demo, args.png, frames, scale=args.scale)
+        print(f"wrote {args.png}", file=sys.stderr)
+    if args.video:
+        n = write_demo_video(demo, args.video, scale=args.scale, every=args.every)
+        print(f"wrote {args.video} ({n} frames)", file=sys.stderr)
+    return 0
+
+
+def cmd_import(args) -> int:
+    from curriculum_ppo.demo.importers import import_atari_reset
+
+    import_atari_reset(args.src, args.game, args.out, max_shift=args.max_shift)
+    return 0
+
+
+def _lazy(module: str, function: str):
+    def run(args):
+        return getattr(importlib.import_module(module), function)(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curriculum-ppo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"curriculum-ppo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("record", help="record a demonstration (interactive window, or --actions script)")
+    p.add_argument("--game", default="MontezumaRevenge", help="game, e.g. MontezumaRevenge, Pitfall, PrivateEye")
+    p.add_argument("--out", required=True, help="output demo file (.h5)")
+    p.add_argument("--actions", help="replay this action script (lines 'ACTION_NAME [repeat]') instead of playing")
+    p.add_argument("--resume", action="store_true", help="continue the demo in --out from its last frame")
+    p.add_argument("--store-frames", action="store_true", help="also store every RGB screen (gzip)")
+    p.add_argument("--state-interval", type=int, default=20, help="frames between saved emulator states")
+    p.add_argument("--scale", type=int, default=3, help="window scale factor (interactive)")
+    p.add_argument("--fps", type=float, default=30.0, help="initial playback speed in frames/s (interactive)")
+    p.add_argument("--autosave", type=int, default=3000, help="save every N new frames (interactive, 0 = off)")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("verify", help="replay a demo and check every frame")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("inspect", help="summarize a demo (or a training run directory)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--video", help="write an MP4 of the demo")
+    p.add_argument("--png", help="write a PNG of --frame (comma-separated frames give a strip)")
+    p.add_argument("--frame", help="frame(s) for --png (default: last)")
+    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--every", type=int, default=1, help="video: keep every k-th frame")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("import-demo", help="import an atari-reset / atari-demo pickle")
+    p.add_argument("src")
+    p.add_argument("--game", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-shift", type=int, default=8, help="largest leading-NOOP alignment to try (±frames)")
+    p.set_defaults(func=cmd_import)
+
+    try:
+        from curriculum_ppo.train_cli import add_train_parser
+    except ImportError:
+        pass
+    else:
+        add_train_parser(sub)
+    try:
+        from curriculum_ppo.evaluate_cli import add_evaluate_parsers
+    except ImportError:
+        pass
+    else:
+        add_evaluate_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"curriculum-ppo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"curriculum-ppo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

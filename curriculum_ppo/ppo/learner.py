@@ -1,0 +1,299 @@
+"""The PPO update: clipped surrogate + clipped value loss + entropy bonus, over minibatches and epochs.
+
+The learner consumes a :class:`RolloutBatch` whose advantages and returns were
+already computed (``curriculum_ppo.ppo.gae.compute_gae``) and owns the Adam
+optimizer. It is deliberately free of environment logic.
+
+Design points, and why:
+
+* ``loss_mask`` -- the curriculum starts episodes by replaying part of the
+  demonstration ("warm-up") and a recurrent policy gets a burn-in prefix. Those
+  transitions were not chosen by the policy, so they must not be trained on;
+  every loss term and statistic is a *masked mean* over valid samples only.
+* Recurrent minibatches split over environments (columns) and keep whole time
+  sequences, so the GRU is unrolled from the hidden state each environment had at
+  rollout start, exactly as during the rollout.
+* No host synchronization inside the minibatch loop: statistics are kept as
+  device tensors and converted to Python floats once at the end. The only syncs
+  are one small copy of ``loss_mask`` to the CPU at the start (to skip
+  minibatches with no valid sample) and, if ``target_kl`` is set, one per epoch.
+* Mixed precision (CUDA only): the policy's conv trunk runs in bfloat16, GRU and
+  heads in float32 (see ``policy.py``). bfloat16 has float32's range, so no
+  gradient scaler is needed.
+* DistributedDataParallel: pass the wrapped policy. Training passes call the
+  wrapper (``self.policy(..., sequence=True)``), so gradients are all-reduced;
+  everything else goes through :func:`unwrap`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from curriculum_ppo.ppo.policy import unwrap
+
+__all__ = ["PPOConfig", "PPOLearner", "RolloutBatch", "unwrap"]
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyper-parameters.
+
+    The original atari-reset run used: lr 1e-4, Adam eps 1e-6, 4 epochs with one
+    full-batch minibatch each, clip 0.1, entropy 1e-4, gamma 0.999, lambda 0.95,
+    128 steps x 16 envs per worker on 8 GPU workers (plus L2 1e-7), i.e. about a
+    billion frames per game. Our defaults are the CleanRL Atari settings instead,
+    because here the budget is a few CPU cores and ~10M frames: a larger step
+    size, a larger entropy bonus (more exploration per sample) and gamma 0.99
+    (shorter horizon, lower-variance returns) learn faster in that regime. They
+    are all knobs; set them back for a faithful reproduction.
+
+    ``gamma``/``gae_lambda`` live here so that one config describes a run; the
+    learner itself does not use them (GAE is computed before ``update``).
+    """
+
+    lr: float = 2.5e-4
+    adam_eps: float = 1e-5
+    num_epochs: int = 4
+    num_minibatches: int = 4
+    clip_coef: float = 0.1
+    clip_vloss: bool = True
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    target_kl: float | None = None
+    anneal_lr: bool = False  # honoured by the training loop through ``lr_scale``
+    amp: bool = True  # bfloat16 trunk on CUDA; ignored on CPU
+
+
+@dataclass
+class RolloutBatch:
+    """One rollout segment of T steps from B environments, time-major.
+
+    ``episode_starts[t, b]`` is true when ``obs[t, b]`` begins a new episode
+    (the GRU state is zeroed before it). ``initial_state`` is the GRU state of
+    each environment before step 0 (None for feed-forward policies).
+    ``loss_mask`` is 1.0 for transitions to train on, 0.0 otherwise.
+    """
+
+    obs: Tensor  # uint8 [T, B, C, H, W]
+    actions: Tensor  # int64 [T, B]
+    logprobs: Tensor  # [T, B] log pi_old(a|s)
+    values: Tensor  # [T, B] V_old(s)
+    advantages: Tensor  # [T, B]
+    returns: Tensor  # [T, B] advantages + values
+    episode_starts: Tensor  # bool/float [T, B]
+    loss_mask: Tensor  # float [T, B]
+    initial_state: Tensor | None = None  # [B, hidden]
+
+    @property
+    def num_steps(self) -> int:
+        return self.actions.shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self.actions.shape[1]
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """Copy to ``device`` (non-blocking where possible); float fields become float32."""
+        moved: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                moved[f.name] = None
+            elif f.name == "obs":
+                moved[f.name] = value.to(device, non_blocking=True)
+            elif f.name == "actions":
+                moved[f.name] = value.to(device, torch.long, non_blocking=True)
+            else:
+                moved[f.name] = value.to(device, torch.float32, non_blocking=True)
+        return RolloutBatch(**moved)
+
+    def validate(self) -> None:
+        T, B = self.actions.shape
+        if self.obs.dtype != torch.uint8 or self.obs.shape[:2] != (T, B):
+            raise ValueError(f"obs must be uint8 [T={T}, B={B}, C, H, W], got {self.obs.dtype} {tuple(self.obs.shape)}")
+        for name in ("logprobs", "values", "advantages", "returns", "episode_starts", "loss_mask"):
+            if getattr(self, name).shape != (T, B):
+                raise ValueError(f"{name} must have shape [{T}, {B}], got {tuple(getattr(self, name).shape)}")
+        if self.initial_state is not None and self.initial_state.shape[0] != B:
+            raise ValueError(f"initial_state must have {B} rows, got {tuple(self.initial_state.shape)}")
+
+
+def masked_mean(x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
+    """Mean of ``x`` over entries where ``mask`` is 1 (``count`` = mask.sum(), clamped >= 1)."""
+    return (x * mask).sum() / count
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var[returns - values] / Var[returns] over valid samples (1 = perfect critic, <=0 = useless)."""
+    count = mask.sum().clamp_min(1.0)
+    var_ret = masked_mean((returns - masked_mean(returns, mask, count)) ** 2, mask, count)
+    err = returns - values
+    var_err = masked_mean((err - masked_mean(err, mask, count)) ** 2, mask, count)
+    return torch.where(var_ret > 0, 1.0 - var_err / var_ret.clamp_min(1e-12), torch.full_like(var_ret, float("nan")))
+
+
+class PPOLearner:
+    """Owns the optimizer and performs PPO updates of ``policy`` (optionally DDP-wrapped)."""
+
+    STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+
+    def __init__(self, policy: nn.Module, config: PPOConfig | None = None, device: torch.device | str = "cpu") -> None:
+        self.policy = policy
+        self.config = config or PPOConfig()
+        self.device = torch.device(device)
+        self.module = unwrap(policy)
+        self.recurrent: bool = bool(getattr(self.module, "recurrent", False))
+        use_amp = self.config.amp and self.device.type == "cuda"
+        if hasattr(self.module, "set_mixed_precision"):
+            # On the module, not around the update, so rollouts (act) use identical numerics.
+            self.module.set_mixed_precision(torch.bfloat16 if use_amp else None)
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.config.lr, eps=self.config.adam_eps)
+        self._ddp = isinstance(policy, nn.parallel.DistributedDataParallel)
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: RolloutBatch, lr_scale: float = 1.0, ent_scale: float = 1.0) -> dict[str, float]:
+        """Run ``num_epochs`` x ``num_minibatches`` gradient steps on one rollout; return mean statistics.
+
+        ``lr_scale``/``ent_scale`` multiply the configured learning rate and
+        entropy coefficient (learning-rate annealing, automatic un-sticking).
+        """
+        cfg = self.config
+        batch.validate()
+        if self.recurrent and batch.initial_state is None:
+            raise ValueError("a recurrent policy needs RolloutBatch.initial_state")
+        lr = cfg.lr * lr_scale
+        ent_coef = cfg.ent_coef * ent_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+        T, B = batch.num_steps, batch.num_envs
+        # Recurrent: shuffle whole environment columns; feed-forward: shuffle single transitions.
+        n_units = B if self.recurrent else T * B
+        n_mb = max(1, min(cfg.num_minibatches, n_units))
+        mask_cpu = batch.loss_mask.detach().to("cpu", torch.float32)  # the one up-front sync
+        unit_mask = mask_cpu.sum(0) if self.recurrent else mask_cpu.reshape(-1)
+        perms = torch.stack([torch.randperm(n_units) for _ in range(cfg.num_epochs)])
+        valid = torch.stack([torch.stack([unit_mask[idx].sum() for idx in p.tensor_split(n_mb)]) for p in perms])
+        if self._ddp and torch.distributed.is_initialized():
+            # Every rank must run the same number of backward passes, or DDP deadlocks.
+            valid = valid.to(self.device)
+            torch.distributed.all_reduce(valid)
+            valid = valid.cpu()
+        run_mb = (valid > 0).tolist()
+
+        data = batch.to(self.device)
+        perms = perms.to(self.device, non_blocking=True)
+        if not self.recurrent:  # flatten [T, B] -> [T*B] once
+            flat = {
+                name: getattr(data, name).reshape(T * B, *getattr(data, name).shape[2:])
+                for name in ("obs", "actions", "logprobs", "values", "advantages", "returns", "loss_mask")
+            }
+
+        self.policy.train()
+        stats: list[Tensor] = []
+        epochs_done = 0
+        for epoch in range(cfg.num_epochs):
+            epoch_kl: list[Tensor] = []
+            for mb, idx in enumerate(perms[epoch].tensor_split(n_mb)):
+                if not run_mb[epoch][mb]:
+                    continue
+                if self.recurrent:
+                    logits, new_values, _ = self.policy(
+                        data.obs[:, idx], data.initial_state[idx], data.episode_starts[:, idx], sequence=True
+                    )
+                    mb_data = {
+                        name: getattr(data, name)[:, idx]
+                        for name in ("actions", "logprobs", "values", "advantages", "returns", "loss_mask")
+                    }
+                else:
+                    logits, new_values, _ = self.policy(flat["obs"][idx])
+                    mb_data = {name: flat[name][idx] for name in flat if name != "obs"}
+                mb_stats = self._minibatch_step(logits, new_values, mb_data, ent_coef)
+                stats.append(mb_stats)
+                epoch_kl.append(mb_stats[3])
+            epochs_done += 1
+            if cfg.target_kl is not None and epoch_kl:
+                kl = torch.stack(epoch_kl).mean()
+                if self._ddp and torch.distributed.is_initialized():
+                    torch.distributed.all_reduce(kl)
+                    kl /= torch.distributed.get_world_size()
+                if kl.item() > cfg.target_kl:  # one sync per epoch, only when early stopping is on
+                    break
+
+        ev = explained_variance(data.values, data.returns, data.loss_mask)
+        if stats:
+            means = torch.cat([torch.stack(stats).mean(0), ev.reshape(1)]).tolist()  # the one final sync
+        else:
+            means = [float("nan")] * len(self.STAT_NAMES) + [ev.item()]
+        out = dict(zip((*self.STAT_NAMES, "explained_variance"), means))
+        out.update(
+            lr=lr,
+            ent_coef=ent_coef,
+            num_gradient_steps=float(len(stats)),
+            epochs=float(epochs_done),
+            valid_fraction=float(mask_cpu.mean()),
+        )
+        return out
+
+    def _minibatch_step(self, logits: Tensor, new_values: Tensor, mb: dict[str, Tensor], ent_coef: float) -> Tensor:
+        """One gradient step; returns [policy_loss, value_loss, entropy, approx_kl, clipfrac, grad_norm]."""
+        cfg = self.config
+        mask = mb["loss_mask"]
+        count = mask.sum().clamp_min(1.0)
+
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        new_logprob = log_probs.gather(-1, mb["actions"].unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        logratio = new_logprob - mb["logprobs"]
+        ratio = logratio.exp()
+
+        adv = mb["advantages"]
+        if cfg.norm_adv:
+            adv_mean = masked_mean(adv, mask, count)
+            adv_var = ((adv - adv_mean) ** 2 * mask).sum() / (count - 1.0).clamp_min(1.0)
+            adv = (adv - adv_mean) / (adv_var.sqrt() + 1e-8)
+
+        pg_loss = masked_mean(
+            torch.max(-adv * ratio, -adv * ratio.clamp(1.0 - cfg.clip_coef, 1.0 + cfg.clip_coef)), mask, count
+        )
+        new_values = new_values.float()
+        v_loss_unclipped = (new_values - mb["returns"]) ** 2
+        if cfg.clip_vloss:
+            v_clipped = mb["values"] + (new_values - mb["values"]).clamp(-cfg.clip_coef, cfg.clip_coef)
+            v_loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, (v_clipped - mb["returns"]) ** 2), mask, count)
+        else:
+            v_loss = 0.5 * masked_mean(v_loss_unclipped, mask, count)
+        entropy_mean = masked_mean(entropy, mask, count)
+        loss = pg_loss - ent_coef * entropy_mean + cfg.vf_coef * v_loss
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+
+        with torch.no_grad():
+            approx_kl = masked_mean((ratio - 1.0) - logratio, mask, count)  # unbiased, non-negative estimator
+            clipfrac = masked_mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), mask, count)
+            return torch.stack([pg_loss, v_loss, entropy_mean, approx_kl, clipfrac, grad_norm.float()]).detach()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Policy weights, optimizer state and config, for checkpoints (device-independent via map_location)."""
+        return {
+            "policy": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "config": asdict(self.config),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore policy weights and optimizer state (the config of the running learner is kept)."""
+        self.module.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])

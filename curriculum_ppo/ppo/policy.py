@@ -1,0 +1,267 @@
+"""Actor-critic networks for Atari: a conv trunk, an optional GRU, and policy/value heads.
+
+Two trunks are offered:
+
+* ``"nature"`` -- the Nature-DQN CNN (32@8/4, 64@4/2, 64@3/1, FC512). Small and
+  fast; the right default when the whole budget is a few CPU cores.
+* ``"large"`` -- the network of the original atari-reset code (Salimans & Chen
+  2018): 64@8/4, 128@4/2, 128@3/1, FC800 followed by a LayerNorm without
+  learned affine parameters (as in their ``GRUPolicy``). About 4-5x the compute.
+
+With ``recurrent=True`` a GRU of the FC width runs on top of the trunk and the
+heads read ``concat(gru_output, trunk_features)``. The skip connection is taken
+from atari-reset: early in training the GRU carries little information and the
+heads can still use the current frame directly.
+
+Numerics: observations arrive as uint8 and are scaled to [0, 1] inside the
+network, so rollouts can store (and ship to the GPU) 4x smaller tensors. When
+mixed precision is switched on (:meth:`ActorCritic.set_mixed_precision`, done by
+the learner on CUDA) only the conv+FC trunk runs in bfloat16; the GRU recurrence
+and both heads stay in float32. PPO divides new by old action probabilities, and
+with clip 0.1 the ~1% rounding error of bfloat16 logits would already be a
+visible fraction of the trust region; a 128-step recurrence would also
+accumulate bfloat16 rounding. Because the switch lives on the module, rollouts
+(``act``) and training see exactly the same numerics, so the first PPO ratio is 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from curriculum_ppo.errors import UserError
+
+ARCHS = ("nature", "large")
+
+
+@dataclass
+class PolicyConfig:
+    """Shape of the actor-critic network.
+
+    ``obs_shape`` is (C, H, W) of one uint8 observation, C being stacked frames
+    times colour channels: (4, 84, 84) for 4 grayscale frames, (12, 105, 80) for
+    4 RGB frames at half Atari resolution.
+    """
+
+    num_actions: int
+    arch: str = "nature"
+    recurrent: bool = False
+    obs_shape: tuple[int, int, int] = (4, 84, 84)
+
+
+# (out_channels, kernel, stride) per conv layer, and the FC width.
+_TRUNKS: dict[str, tuple[list[tuple[int, int, int]], int, bool]] = {
+    #          convs                                   fc    layernorm
+    "nature": ([(32, 8, 4), (64, 4, 2), (64, 3, 1)], 512, False),
+    "large": ([(64, 8, 4), (128, 4, 2), (128, 3, 1)], 800, True),
+}
+
+
+def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights, constant bias (CleanRL / baselines convention).
+
+    sqrt(2) keeps ReLU activations at unit scale through the trunk; the policy
+    head uses 0.01 so the initial policy is near-uniform (maximal exploration),
+    the value head uses 1.
+    """
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Return the user's module inside DistributedDataParallel / DataParallel / torch.compile.
+
+    Use it for anything that is not a gradient-carrying forward pass: ``act``
+    during rollouts, ``state_dict`` for checkpoints, reading ``config``.
+    Training forward passes must go through the wrapper itself (``model(...)``),
+    otherwise DDP never sees them and gradients are not all-reduced.
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
+
+
+def sample_categorical(logits: Tensor) -> Tensor:
+    """Sample from softmax(logits) with the Gumbel-max trick.
+
+    Unlike ``torch.distributions.Categorical`` (argument validation) this never
+    synchronizes a CUDA device with the host, which matters in the rollout loop.
+    """
+    uniform = torch.rand_like(logits, dtype=torch.float32)
+    gumbel = -torch.log(-torch.log(uniform))
+    return (logits.float() + gumbel).argmax(dim=-1)
+
+
+class ActorCritic(nn.Module):
+    """Shared-trunk actor-critic for discrete actions.
+
+    One step:      ``forward(obs [B,C,H,W], state [B,H], episode_starts [B])``
+                   -> ``(logits [B,A], value [B], new_state [B,H] | None)``
+    Whole segment: ``forward(obs [T,B,C,H,W], state0, episode_starts [T,B], sequence=True)``
+                   -> ``(logits [T,B,A], values [T,B], final_state | None)``
+
+    The sequence mode is a flag on ``forward`` (rather than only a separate
+    method) so that a DistributedDataParallel wrapper sees the training pass and
+    synchronizes gradients: DDP hooks only ``__call__``/``forward``.
+    ``forward_sequence`` is a convenience alias for unwrapped use.
+
+    ``episode_starts[t, b]`` is true when ``obs[t, b]`` is the first observation
+    of a new episode; the hidden state is zeroed *before* that observation is
+    processed, so no memory leaks across episodes.
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        if config.arch not in _TRUNKS:
+            raise UserError(f"unknown network architecture {config.arch!r}; choose one of {', '.join(ARCHS)}")
+        if config.num_actions < 1:
+            raise UserError(f"num_actions must be >= 1, got {config.num_actions}")
+        self.config = config
+        convs, fc_size, use_layernorm = _TRUNKS[config.arch]
+        self.hidden_size = fc_size
+        self.autocast_dtype: torch.dtype | None = None
+
+        layers: list[nn.Module] = []
+        in_channels = config.obs_shape[0]
+        for out_channels, kernel, stride in convs:
+            layers += [layer_init(nn.Conv2d(in_channels, out_channels, kernel, stride)), nn.ReLU()]
+            in_channels = out_channels
+        layers.append(nn.Flatten())
+        self.cnn = nn.Sequential(*layers)
+
+        with torch.no_grad():  # the flattened size depends on (H, W); measure it instead of deriving it
+            try:
+                n_flat = self.cnn(torch.zeros(1, *config.obs_shape)).shape[1]
+            except RuntimeError:
+                raise UserError(
+                    f"observation shape {tuple(config.obs_shape)} is too small for the {config.arch!r} CNN "
+                    "(needs H, W >= 36)"
+                ) from None
+
+        fc: list[nn.Module] = [layer_init(nn.Linear(n_flat, fc_size))]
+        if use_layernorm:
+            fc.append(nn.LayerNorm(fc_size, elementwise_affine=False))
+        fc.append(nn.ReLU())
+        self.fc = nn.Sequential(*fc)
+
+        head_in = fc_size
+        self.gru: nn.GRUCell | None = None
+        if config.recurrent:
+            self.gru = nn.GRUCell(fc_size, fc_size)
+            for name, param in self.gru.named_parameters():
+                if "weight" in name:
+                    nn.init.orthogonal_(param, 1.0)
+                else:
+                    nn.init.constant_(param, 0.0)
+            head_in = 2 * fc_size
+        self.policy_head = layer_init(nn.Linear(head_in, config.num_actions), std=0.01)
+        self.value_head = layer_init(nn.Linear(head_in, 1), std=1.0)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def recurrent(self) -> bool:
+        return self.gru is not None
+
+    def set_mixed_precision(self, dtype: torch.dtype | None) -> None:
+        """Run the conv/FC trunk under CUDA autocast with ``dtype`` (None: float32).
+
+        Has no effect on CPU inputs. GRU and heads always stay float32 (see module doc).
+        """
+        self.autocast_dtype = dtype
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> Tensor | None:
+        """Zero GRU state [B, hidden] for a fresh batch of environments, or None."""
+        if self.gru is None:
+            return None
+        return torch.zeros(batch_size, self.hidden_size, device=device)
+
+    def _encode(self, obs: Tensor) -> Tensor:
+        """uint8 [N,C,H,W] -> float32 features [N, hidden]."""
+        use_amp = self.autocast_dtype is not None and obs.device.type == "cuda"
+        x = obs.float().div_(255.0)
+        with torch.autocast(device_type=obs.device.type, dtype=self.autocast_dtype, enabled=use_amp):
+            features = self.fc(self.cnn(x))
+        return features.float()
+
+    def _gru_step(self, x: Tensor, state: Tensor, starts: Tensor | None) -> Tensor:
+        if starts is not None:
+            state = state * (1.0 - starts.to(state.dtype)).unsqueeze(-1)
+        return self.gru(x, state)
+
+    def _heads(self, core: Tensor) -> tuple[Tensor, Tensor]:
+        return self.policy_head(core), self.value_head(core).squeeze(-1)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        obs: Tensor,
+        state: Tensor | None = None,
+        episode_starts: Tensor | None = None,
+        sequence: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """One step (default) or a whole [T, B] segment (``sequence=True``); see class doc."""
+        if sequence:
+            return self._forward_sequence(obs, state, episode_starts)
+        features = self._encode(obs)
+        if self.gru is None:
+            logits, value = self._heads(features)
+            return logits, value, None
+        if state is None:
+            state = self.initial_state(obs.shape[0], obs.device)
+        with torch.autocast(device_type=obs.device.type, enabled=False):
+            new_state = self._gru_step(features, state, episode_starts)
+            logits, value = self._heads(torch.cat([new_state, features], dim=-1))
+        return logits, value, new_state
+
+    def _forward_sequence(
+        self, obs: Tensor, state: Tensor | None, episode_starts: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        T, B = obs.shape[:2]
+        # The CNN has no time dependence: run it once over all T*B frames (the expensive, parallel part).
+        features = self._encode(obs.reshape(T * B, *obs.shape[2:])).view(T, B, -1)
+        if self.gru is None:
+            logits, values = self._heads(features)
+            return logits, values, None
+        if state is None:
+            state = self.initial_state(B, obs.device)
+        outputs = []
+        with torch.autocast(device_type=obs.device.type, enabled=False):
+            for t in range(T):
+                state = self._gru_step(features[t], state, None if episode_starts is None else episode_starts[t])
+                outputs.append(state)
+            logits, values = self._heads(torch.cat([torch.stack(outputs), features], dim=-1))
+        return logits, values, state
+
+    def forward_sequence(
+        self, obs: Tensor, state0: Tensor | None, episode_starts: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Logits [T,B,A] and values [T,B] for a rollout segment obs [T,B,C,H,W].
+
+        Equivalent to calling ``forward`` step by step. Under DDP call
+        ``ddp_model(obs, state0, starts, sequence=True)`` instead (see class doc).
+        """
+        logits, values, _ = self._forward_sequence(obs, state0, episode_starts)
+        return logits, values
+
+    @torch.no_grad()
+    def act(
+        self,
+        obs: Tensor,
+        state: Tensor | None = None,
+        episode_starts: Tensor | None = None,
+        deterministic: bool = False,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Pick actions for a batch of environments: (action [B] int64, logprob [B], value [B], new_state)."""
+        logits, value, new_state = self(obs, state, episode_starts)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
+        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        return action, logprob, value, new_state
