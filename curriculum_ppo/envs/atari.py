@@ -1,0 +1,247 @@
+"""The agent's view of an Atari game, as one Gymnasium ``Env``.
+
+Standard Atari preprocessing (frameskip 4 with a max over the last two frames,
+84x84 grayscale or 105x80 RGB, a stack of 4 frames, clipped rewards for the
+learner while the raw score is tracked, life loss ends a training episode) is
+done inside one class instead of a chain of wrappers: the workers step
+thousands of these per second and each wrapper layer costs a Python call and
+an array copy per step.
+
+Episodes can start from a demo frame (``reset(options={"start_frame": t})``).
+The frame stack is then filled from the demo's own frames just before ``t``,
+and optionally ``warmup_steps`` agent steps replay the demo before control is
+handed over (their transitions carry ``info["warmup"] = True`` so the learner
+can mask them out: a recurrent policy's memory gets warmed up on them). While
+playing from a demo start, :class:`~curriculum_ppo.episode_rules.DemoEpisodeTracker`
+decides success and cuts lagging episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import gymnasium as gym
+import numpy as np
+
+from curriculum_ppo.demo.store import Demo
+from curriculum_ppo.emulator import Emulator, EmulatorSettings
+from curriculum_ppo.episode_rules import DemoEpisodeTracker, EpisodeRulesConfig
+from curriculum_ppo.errors import UserError
+
+OBS_MODES = {"gray84": (84, 84, 1), "rgb105x80": (105, 80, 3)}
+
+
+@dataclass
+class AtariConfig:
+    """Preprocessing and protocol settings; saved in checkpoints so evaluation matches training."""
+
+    obs_mode: str = "gray84"
+    """``gray84`` (84x84 grayscale, the Nature-DQN default) or ``rgb105x80`` (the original work's input)."""
+    frameskip: int = 4
+    frame_stack: int = 4
+    end_on_life_loss: bool = True
+    """Training episodes end when a life is lost (evaluation plays until game over)."""
+    clip_rewards: bool = True
+    max_episode_frames: int = 108_000
+    """30 minutes of play, the standard evaluation cap."""
+    sticky_prob: float = 0.0
+    """Repeat the previous action with this probability (0.25 = ALE v5 protocol)."""
+    noop_max: int = 0
+    """Start real-game episodes with 1..noop_max random no-ops (evaluation protocol)."""
+    warmup_steps: int = 0
+    """Agent steps replaying the demo before a demo start (for recurrent policies)."""
+
+    def __post_init__(self) -> None:
+        if self.obs_mode not in OBS_MODES:
+            raise UserError(f"unknown observation mode '{self.obs_mode}'; choose one of {', '.join(OBS_MODES)}")
+        if self.frameskip < 1 or self.frame_stack < 1:
+            raise UserError("frameskip and frame stack must be >= 1")
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        h, w, c = OBS_MODES[self.obs_mode]
+        return (c * self.frame_stack, h, w)
+
+
+class AtariEnv(gym.Env):
+    """One Atari game for the agent; optionally bound to a demo for curriculum starts."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 60}
+
+    def __init__(self, game: str | None = None, demo: Demo | None = None, config: AtariConfig | None = None,
+                 rules: EpisodeRulesConfig | None = None, seed: int = 0, render_mode: str | None = None):
+        if demo is None and game is None:
+            raise ValueError("AtariEnv needs a game or a demo")
+        self.config = config or AtariConfig()
+        self.rules = rules or EpisodeRulesConfig()
+        self.demo = demo
+        settings = demo.settings if demo is not None else EmulatorSettings(game)
+        self.emulator = Emulator(EmulatorSettings(settings.game, settings.mode, settings.difficulty, seed, 0.0))
+        self.game = self.emulator.game
+        self.render_mode = render_mode
+        self.action_space = gym.spaces.Discrete(self.emulator.num_actions)
+        self.observation_space = gym.spaces.Box(0, 255, self.config.obs_shape, np.uint8)
+        self._height, self._width, self._channels = OBS_MODES[self.config.obs_mode]
+        screen = (210, 160) if self._channels == 1 else (210, 160, 3)
+        self._screens = [np.zeros(screen, np.uint8), np.zeros(screen, np.uint8)]
+        self._stack = np.zeros(self.config.obs_shape, np.uint8)
+        self._demo_cum = demo.cumulative_return if demo is not None else None
+        self._rng = np.random.default_rng(seed)
+        self._tracker: DemoEpisodeTracker | None = None
+        self._start_frame: int | None = None
+        self._demo_frame = 0  # demo frame the emulator is at during warm-up
+        self._warmup_left = 0
+        self._last_action = 0
+        self._lives = 0
+        self._score = 0.0
+        self._frames = 0
+
+    # -- observation helpers ----------------------------------------------------------
+    def _grab(self, slot: int) -> None:
+        if self._channels == 1:
+            self.emulator.ale.getScreenGrayscale(self._screens[slot])
+        else:
+            self.emulator.ale.getScreenRGB(self._screens[slot])
+
+    def _observe(self, pooled: bool = True) -> None:
+        """Push the (max-pooled) current screen onto the frame stack."""
+        frame = np.maximum(self._screens[0], self._screens[1]) if pooled else self._screens[1]
+        small = cv2.resize(frame, (self._width, self._height), interpolation=cv2.INTER_AREA)
+        c = self._channels
+        self._stack[:-c] = self._stack[c:]
+        self._stack[-c:] = small[None] if c == 1 else small.transpose(2, 0, 1)
+
+    def _emulate(self, actions) -> tuple[float, bool]:
+        """Play one agent step's frames; returns (raw reward, life lost)."""
+        reward = 0.0
+        n = len(actions)
+        emu = self.emulator
+        for i, a in enumerate(actions):
+            reward += emu.step(a)
+            if i >= n - 2:
+                self._grab(i - (n - 2))
+        if n == 1:
+            self._screens[0][...] = self._screens[1]
+        lives = emu.lives()
+        lost = lives < self._lives
+        self._lives = lives
+        return reward, lost
+
+    def _fill_stack_from_demo(self, t: int) -> None:
+        """Put the emulator at demo frame t with the frame stack holding the demo's frames before t."""
+        skip, k = self.config.frameskip, self.config.frame_stack
+        history = min(t, skip * k)
+        first = t - history
+        self.demo.restore(self.emulator, first)
+        self._stack[...] = 0
+        actions = self.demo.actions
+        frame = first
+        # Replay in agent-step-sized chunks ending exactly at t.
+        chunk = history % skip or skip
+        while frame < t:
+            self._emulate([int(a) for a in actions[frame:frame + chunk]])
+            self._observe()
+            frame += chunk
+            chunk = skip
+        if history == 0:  # at frame 0 the screen is the reset screen (restore does not redraw)
+            self.emulator.reset() if t == 0 and self.demo.attrs.get("source") != "imported" else None
+            self._grab(1)
+            self._screens[0][...] = self._screens[1]
+            for _ in range(k):
+                self._observe()
+        if history < skip * k:  # too close to the demo start: repeat the earliest frame
+            c = self._channels
+            filled = (history + skip - 1) // skip if history else k
+            for i in range(k - filled):
+                self._stack[i * c:(i + 1) * c] = self._stack[(k - filled) * c:(k - filled + 1) * c]
+
+    # -- Gymnasium API ----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """``options={"start_frame": t}`` starts from demo frame t; ``None`` is the real game start."""
+        super().reset(seed=seed)
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        start = (options or {}).get("start_frame")
+        self._score, self._frames, self._last_action, self._warmup_left = 0.0, 0, 0, 0
+        if start is not None:
+            if self.demo is None:
+                raise ValueError("start_frame given but this env has no demo")
+            start = int(start)
+            if not 0 <= start <= len(self.demo):
+                raise ValueError(f"start frame {start} outside demo 0..{len(self.demo)}")
+            warm = min(self.config.warmup_steps, start // self.config.frameskip)
+            self._demo_frame = start - warm * self.config.frameskip
+            self._fill_stack_from_demo(self._demo_frame)
+            self._warmup_left = warm
+            self._tracker = DemoEpisodeTracker(self._demo_cum, start, self.rules, self._rng)
+        else:
+            self.emulator.reset()
+            self._grab(1)
+            self._screens[0][...] = self._screens[1]
+            self._stack[...] = 0
+            for _ in range(self.config.frame_stack):
+                self._observe()
+            if self.config.noop_max > 0:
+                for _ in range(int(self._rng.integers(1, self.config.noop_max + 1))):
+                    self._emulate([0])
+                    self._observe()
+            self._tracker = None
+        self._start_frame = start
+        self._lives = self.emulator.lives()
+        return self._stack.copy(), {"start_frame": start, "warmup": self._warmup_left > 0}
+
+    def step(self, action: int):
+        cfg = self.config
+        if self._warmup_left > 0:
+            t = self._demo_frame
+            demo_actions = [int(a) for a in self.demo.actions[t:t + cfg.frameskip]]
+            self._emulate(demo_actions)
+            self._observe()
+            self._demo_frame += cfg.frameskip
+            self._warmup_left -= 1
+            self._lives = self.emulator.lives()
+            return self._stack.copy(), 0.0, False, False, {"warmup": True, "demo_action": demo_actions[0]}
+
+        action = int(action)
+        if cfg.sticky_prob > 0:
+            # Sticky actions per frame, as ALE v5 does internally.
+            frames = []
+            for _ in range(cfg.frameskip):
+                if self._rng.random() >= cfg.sticky_prob:
+                    self._last_action = action
+                frames.append(self._last_action)
+        else:
+            frames = [action] * cfg.frameskip
+        raw, life_lost = self._emulate(frames)
+        self._observe()
+        self._score += raw
+        self._frames += cfg.frameskip
+
+        terminated = self.emulator.game_over() or (cfg.end_on_life_loss and life_lost)
+        truncated, reason, success = False, None, False
+        if self._tracker is not None:
+            verdict = self._tracker.step(self._frames, self._score)
+            success, truncated, reason = verdict.success, verdict.truncated, verdict.reason
+        if not truncated and self._frames >= cfg.max_episode_frames:
+            truncated, reason = True, "max_frames"
+        if terminated:
+            reason = "game_over" if self.emulator.game_over() else "life_lost"
+            truncated = False
+        reward = float(np.sign(raw)) if cfg.clip_rewards else raw
+        info = {"raw_reward": raw, "score": self._score}
+        if terminated or truncated:
+            info["episode"] = {
+                "score": self._score,
+                "frames": self._frames,
+                "start_frame": self._start_frame,
+                "success": bool(success),
+                "reason": reason,
+            }
+        return self._stack.copy(), reward, bool(terminated), bool(truncated), info
+
+    def render(self):
+        return self.emulator.screen_rgb()
+
+    def close(self):
+        pass

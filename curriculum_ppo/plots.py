@@ -1,0 +1,101 @@
+"""PNG plots of a run: learning curve, the curriculum's march back through the demo, success rate.
+
+Read from ``metrics.jsonl`` so ``curriculum-ppo plot RUN_DIR`` can redraw them
+for any run, finished or not, without the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from curriculum_ppo.atomic import atomic_path  # noqa: E402
+from curriculum_ppo.errors import UserError  # noqa: E402
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no metrics.jsonl (is it a training run directory?)")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(path.read_text().splitlines()):
+                break  # a line cut by a crash mid-write: ignore the tail
+            raise UserError(f"{path}:{number} is not valid JSON") from None
+    return rows
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def _series(rows, key):
+    xs = [r["frames"] / 1e6 for r in rows if r.get(key) is not None]
+    ys = [r[key] for r in rows if r.get(key) is not None]
+    return xs, ys
+
+
+def plot_run(run_dir: str | Path, reward_frames: list[int] | None = None, demo_length: int | None = None) -> list[Path]:
+    """Write curriculum.png, score.png and success.png into ``run_dir``; return their paths."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise UserError(f"{run_dir}/metrics.jsonl is empty: no update has finished yet")
+    if reward_frames is None:
+        reward_frames = rows[-1].get("demo_reward_frames") or []
+    demo_length = demo_length or rows[-1].get("demo_length")
+    out = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs, ys = _series(rows, "start_frame")
+    ax.step(xs, ys, where="post", color="tab:blue", label="curriculum start frame")
+    for i, t in enumerate(reward_frames):
+        ax.axhline(t, color="tab:orange", lw=0.8, ls="--", label="demo reward" if i == 0 else None)
+    if demo_length:
+        ax.set_ylim(0, demo_length * 1.02)
+    ax.set_xlabel("agent frames (millions)")
+    ax.set_ylabel("demo frame episodes start from")
+    ax.set_title("Curriculum: start point moving back through the demo")
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.append(_save(fig, run_dir / "curriculum.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs, ys = _series(rows, "score_mean")
+    ax.plot(xs, ys, label="mean episode score (last 100, from curriculum starts)")
+    xs, ys = _series(rows, "score_from_start_mean")
+    if ys:
+        ax.plot(xs, ys, label="mean score of episodes from the real game start")
+    ax.set_xlabel("agent frames (millions)")
+    ax.set_ylabel("score")
+    ax.set_title("Learning curve")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.append(_save(fig, run_dir / "score.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs, ys = _series(rows, "success_rate")
+    ax.plot(xs, ys, label="success rate in the window")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("agent frames (millions)")
+    ax.set_ylabel("fraction of episodes that tie or beat the demo")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    out.append(_save(fig, run_dir / "success.png"))
+    return out

@@ -1,0 +1,569 @@
+"""The training loop: env workers start episodes where the curriculum says, PPO learns.
+
+One *update* = every env plays ``num_steps`` agent steps (the rollout), then
+PPO trains on them. With ``overlap`` (the default) the next rollout is
+collected by a snapshot of the policy while the learner trains on the previous
+one in a background thread: on a 2-core machine the update dominates and the
+env workers would otherwise sit idle (PPO's importance ratio uses the
+behaviour policy's stored log-probabilities, so the one-update lag is
+accounted for).
+
+Everything a run produces goes into ``run_dir``: ``config.json``,
+``metrics.jsonl`` (one line per update), TensorBoard events, ``checkpoints/``
+(``latest.pt`` + periodic, written atomically, also on SIGINT/SIGTERM) and PNG
+plots. Under ``torchrun`` the same loop runs once per rank (see
+:mod:`curriculum_ppo.distributed`).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from curriculum_ppo import __version__
+from curriculum_ppo.atomic import atomic_path
+from curriculum_ppo.curriculum import CurriculumConfig, CurriculumScheduler, StallDetector, UnstickConfig
+from curriculum_ppo.distributed import DistContext
+from curriculum_ppo.envs.atari import AtariConfig
+from curriculum_ppo.episode_rules import EpisodeRulesConfig
+from curriculum_ppo.errors import UserError
+from curriculum_ppo.ppo.gae import compute_gae
+from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
+from curriculum_ppo.workers import REAL_START, EnvPool, EnvSpec, WorkerError
+
+CHECKPOINT_FORMAT = "curriculum_ppo.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run; saved to ``config.json`` and inside checkpoints."""
+
+    demo: str | None = None
+    game: str | None = None
+    total_frames: int = 10_000_000
+    """Budget in emulator frames (agent steps x frameskip), summed over all ranks."""
+    num_envs: int = 8
+    num_workers: int | None = None
+    """Env worker processes (default: one per CPU core, at most num_envs)."""
+    num_steps: int = 128
+    seed: int = 1
+    device: str = "auto"
+    overlap: bool = True
+    torch_threads: int | None = None
+    checkpoint_every: int = 50
+    """Updates between periodic checkpoints (``latest.pt`` is rewritten every ``latest_every`` updates)."""
+    latest_every: int = 5
+    status_every: float = 5.0
+    """Seconds between console status lines."""
+    env_kind: str = "atari"
+    toy: dict = field(default_factory=dict)
+    atari: AtariConfig = field(default_factory=AtariConfig)
+    rules: EpisodeRulesConfig = field(default_factory=EpisodeRulesConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    unstick: UnstickConfig = field(default_factory=UnstickConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    arch: str = "nature"
+    recurrent: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        nested = {"atari": AtariConfig, "rules": EpisodeRulesConfig, "curriculum": CurriculumConfig,
+                  "unstick": UnstickConfig, "ppo": PPOConfig}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        kwargs = {}
+        for key, value in d.items():
+            if key in nested and isinstance(value, dict):
+                sub = nested[key]
+                names = {f.name for f in dataclasses.fields(sub)}
+                bad = set(value) - names
+                if bad:
+                    raise UserError(f"unknown config keys in '{key}': {', '.join(sorted(bad))}")
+                kwargs[key] = sub(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device '{name}' (use auto, cpu or cuda)")
+    return torch.device(name)
+
+
+class EpisodeStats:
+    """Rolling statistics of finished episodes for logging and plots."""
+
+    def __init__(self, window: int = 100):
+        self.scores = collections.deque(maxlen=window)
+        self.successes = collections.deque(maxlen=window)
+        self.from_start = collections.deque(maxlen=window)
+        self.count = 0
+        self.best = -math.inf
+
+    def add(self, episode: dict) -> None:
+        self.count += 1
+        score = float(episode.get("score", 0.0))
+        self.best = max(self.best, score)
+        start = episode.get("start_frame")
+        if start is None or start == 0:
+            self.from_start.append(score)
+        if start is not None:
+            self.scores.append(score)
+            self.successes.append(bool(episode.get("success")))
+
+    def summary(self) -> dict:
+        def mean(xs):
+            return float(np.mean(xs)) if xs else None
+        return {
+            "episodes": self.count,
+            "score_mean": mean(self.scores),
+            "score_max": float(max(self.scores)) if self.scores else None,
+            "score_from_start_mean": mean(self.from_start),
+            "score_from_start_max": float(max(self.from_start)) if self.from_start else None,
+            "episode_success_rate": mean(self.successes),
+            "best_score": None if self.best == -math.inf else self.best,
+        }
+
+
+class Trainer:
+    """Owns the env pool, policy, learner, curriculum and the run directory."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False,
+                 dist: DistContext | None = None, quiet: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.dist = dist or DistContext.from_env()
+        self.quiet = quiet or not self.dist.is_main
+        self.device = pick_device(config.device) if self.dist.device is None else self.dist.device
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        self._stop_signal: str | None = None
+        self.pool: EnvPool | None = None
+        self.tb = None
+
+        checkpoint = self._prepare_run_dir(resume)
+        self.spec, self.demo_info = self._env_spec()
+        rank_seed = config.seed + 1000 * self.dist.rank
+        torch.manual_seed(rank_seed)
+        self.rng = np.random.default_rng(rank_seed)
+
+        self.pool = EnvPool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100)
+        self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
+                                          recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
+        self.policy = ActorCritic(self.policy_config).to(self.device)
+        model = self.dist.wrap(self.policy)
+        self.learner = PPOLearner(model, config.ppo, self.device)
+        self.behaviour = copy.deepcopy(self.policy) if config.overlap else self.policy
+        self.scheduler = CurriculumScheduler(self.demo_info["length"], config.curriculum) \
+            if self.demo_info["length"] else None
+        self.stall = StallDetector(config.unstick)
+        self.stats = EpisodeStats()
+        self.frames = 0
+        self.updates = 0
+        self.elapsed = 0.0
+        if checkpoint is not None:
+            self._load_checkpoint(checkpoint)
+        self.dist.broadcast_module(self.policy)
+        if config.overlap:
+            self.behaviour.load_state_dict(self.policy.state_dict())
+
+    # -- setup -----------------------------------------------------------------------
+    def _env_spec(self) -> tuple[EnvSpec, dict]:
+        cfg = self.config
+        if cfg.env_kind == "toy":
+            from curriculum_ppo.envs.toy import toy_demo_info
+
+            spec = EnvSpec(kind="toy", toy=dict(cfg.toy))
+            return spec, toy_demo_info(**cfg.toy)
+        if cfg.demo is None and cfg.game is None:
+            raise UserError("give --demo FILE.h5 (or --game to train without a demo)")
+        info = {"length": 0, "reward_frames": [], "total_return": None, "game": cfg.game}
+        if cfg.demo is not None:
+            from curriculum_ppo.demo.store import load_demo
+            from curriculum_ppo.emulator import resolve_game
+
+            demo = load_demo(cfg.demo)
+            if cfg.game is not None and resolve_game(cfg.game) != demo.game:
+                raise UserError(f"--game {cfg.game} does not match the demo, which is a {demo.game} demo")
+            info = {"length": len(demo), "reward_frames": [t + 1 for t, _ in demo.reward_events()],
+                    "total_return": demo.total_return, "game": demo.game,
+                    "rom_md5": demo.attrs.get("rom_md5")}
+        spec = EnvSpec(game=info["game"], demo_path=cfg.demo, atari=asdict(cfg.atari), rules=asdict(cfg.rules))
+        return spec, info
+
+    def _prepare_run_dir(self, resume: bool):
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        if resume:
+            if not latest.exists():
+                raise UserError(f"--resume: {latest} does not exist (nothing to resume)")
+            return load_checkpoint(latest)
+        if latest.exists():
+            raise UserError(f"{self.run_dir} already holds a run ({latest}); use --resume to continue it "
+                            "or choose another --run-dir")
+        if self.dist.is_main:
+            try:
+                (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create run directory {self.run_dir}: {exc.strerror}") from None
+            with atomic_path(self.run_dir / "config.json") as tmp:
+                tmp.write_text(json.dumps({"version": __version__, **self.config.to_dict()}, indent=2))
+            (self.run_dir / "metrics.jsonl").write_text("")
+        return None
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "writer_version": __version__,
+            "config_json": json.dumps(self.config.to_dict()),
+            "policy_config_json": json.dumps(asdict(self.policy_config)),
+            "game": self.demo_info.get("game"),
+            "rom_md5": self.demo_info.get("rom_md5"),
+            "demo_length": self.demo_info["length"],
+            "model": self.policy.state_dict(),
+            "learner": self.learner.state_dict(),
+            "scheduler_json": json.dumps(self.scheduler.state_dict()) if self.scheduler else None,
+            "stall_json": json.dumps(self.stall.state_dict()),
+            "frames": self.frames,
+            "updates": self.updates,
+            "elapsed": self.elapsed,
+            "episodes": self.stats.count,
+            "numpy_rng_json": json.dumps(self.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save_checkpoint(self, periodic: bool = False) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        directory = self.run_dir / "checkpoints"
+        state = self.checkpoint_state()
+        latest = directory / "latest.pt"
+        with atomic_path(latest) as tmp:
+            torch.save(state, tmp)
+        if periodic:
+            with atomic_path(directory / f"frames_{self.frames:012d}.pt") as tmp:
+                torch.save(state, tmp)
+        return latest
+
+    def _load_checkpoint(self, ckpt: dict) -> None:
+        saved = json.loads(ckpt["config_json"])
+        for key in ("env_kind", "arch", "recurrent"):
+            if saved.get(key) != getattr(self.config, key):
+                raise UserError(f"the checkpoint in {self.run_dir} was trained with {key}={saved.get(key)}, "
+                                f"this run asks for {getattr(self.config, key)}")
+        if ckpt.get("game") != self.demo_info.get("game") or ckpt.get("demo_length") != self.demo_info["length"]:
+            raise UserError(f"the checkpoint in {self.run_dir} belongs to another game or demo "
+                            f"({ckpt.get('game')}, {ckpt.get('demo_length')} demo frames)")
+        try:
+            self.policy.load_state_dict(ckpt["model"])
+            self.learner.state_dict()  # optimizer must exist before loading
+            self.learner.load_state_dict(ckpt["learner"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise UserError(f"the checkpoint in {self.run_dir} does not fit this network: {str(exc).splitlines()[0]}") from None
+        if self.scheduler and ckpt.get("scheduler_json"):
+            self.scheduler.load_state_dict(json.loads(ckpt["scheduler_json"]))
+        self.stall.load_state_dict(json.loads(ckpt["stall_json"]))
+        self.frames, self.updates, self.elapsed = int(ckpt["frames"]), int(ckpt["updates"]), float(ckpt["elapsed"])
+        self.stats.count = int(ckpt.get("episodes", 0))
+        if self.dist.world_size == 1:
+            self.rng.bit_generator.state = json.loads(ckpt["numpy_rng_json"])
+            torch.set_rng_state(ckpt["torch_rng"])
+
+    # -- curriculum ----------------------------------------------------------------------
+    def _sample_start(self, env_index: int) -> int:
+        if self.scheduler is None or self.scheduler.done:
+            return REAL_START
+        global_index = self.dist.rank * self.config.num_envs + env_index
+        return self.scheduler.sample_start(self.rng, global_index, self.dist.world_size * self.config.num_envs)
+
+    @property
+    def start_frame(self) -> int | None:
+        if self.scheduler is None:
+            return None
+        return 0 if self.scheduler.done else self.scheduler.start_frame
+
+    # -- the loop ------------------------------------------------------------------------
+    def _install_signal_handlers(self):
+        def handler(signum, _frame):
+            self._stop_signal = signal.Signals(signum).name
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _collect(self, policy: ActorCritic, buffers: dict, hidden):
+        """Play ``num_steps`` steps in every env with ``policy``; fill ``buffers``; return (episodes, hidden)."""
+        T = self.config.num_steps
+        pool, device = self.pool, self.device
+        finished = []
+        with torch.no_grad():
+            for t in range(T):
+                buffers["obs"][t].copy_(torch.from_numpy(pool.obs))
+                buffers["loss_mask"][t] = torch.from_numpy(~pool.warmup)
+                obs = buffers["obs"][t].to(device, non_blocking=True)
+                starts = buffers["episode_starts"][t].to(device)
+                action, logprob, value, hidden = policy.act(obs, hidden, starts)
+                action_cpu = action.cpu()
+                pool.step_async(action_cpu.numpy())
+                buffers["actions"][t] = action_cpu
+                buffers["logprobs"][t] = logprob.float().cpu()
+                buffers["values"][t] = value.float().cpu()
+                episodes = pool.step_wait()
+                buffers["rewards"][t] = torch.from_numpy(pool.rewards)
+                term = torch.from_numpy(pool.terminated.copy())
+                trunc = torch.from_numpy(pool.truncated.copy())
+                buffers["terminations"][t] = term
+                buffers["truncations"][t] = trunc
+                if trunc.any():
+                    idx = torch.nonzero(trunc).squeeze(-1)
+                    final = torch.from_numpy(pool.final_obs[idx.numpy()]).to(device)
+                    h = None if hidden is None else hidden[idx.to(hidden.device)]
+                    _, _, v, _ = policy.act(final, h, None)
+                    buffers["truncation_values"][t, idx] = v.float().cpu()
+                ended = term | trunc
+                if t + 1 < T:
+                    buffers["episode_starts"][t + 1] = ended
+                else:
+                    buffers["next_episode_starts"] = ended.clone()
+                for episode in episodes:
+                    finished.append(episode)
+                    pool.next_start[episode["env"]] = self._sample_start(episode["env"])
+            buffers["last_obs"] = torch.from_numpy(pool.obs.copy())
+            buffers["last_hidden"] = hidden
+        return finished, hidden
+
+    def _make_buffers(self) -> dict:
+        T, B = self.config.num_steps, self.config.num_envs
+        pin = self.device.type == "cuda"
+        def z(*shape, dtype=torch.float32):
+            t = torch.zeros(*shape, dtype=dtype)
+            return t.pin_memory() if pin else t
+        return {
+            "obs": z(T, B, *self.pool.obs_shape, dtype=torch.uint8),
+            "actions": z(T, B, dtype=torch.long), "logprobs": z(T, B), "values": z(T, B), "rewards": z(T, B),
+            "terminations": z(T, B, dtype=torch.bool), "truncations": z(T, B, dtype=torch.bool),
+            "truncation_values": z(T, B), "episode_starts": z(T, B, dtype=torch.bool),
+            "loss_mask": z(T, B, dtype=torch.bool),
+        }
+
+    def _batch(self, buffers: dict, policy: ActorCritic, initial_hidden) -> RolloutBatch:
+        cfg = self.config.ppo
+        with torch.no_grad():
+            obs = buffers["last_obs"].to(self.device)
+            _, _, last_value, _ = policy.act(obs, buffers["last_hidden"], buffers["next_episode_starts"].to(self.device))
+        advantages, returns = compute_gae(buffers["rewards"], buffers["values"], buffers["terminations"],
+                                          last_value.float().cpu(), cfg.gamma, cfg.gae_lambda,
+                                          buffers["truncations"], buffers["truncation_values"])
+        return RolloutBatch(obs=buffers["obs"].clone(), actions=buffers["actions"].clone(),
+                            logprobs=buffers["logprobs"].clone(), values=buffers["values"].clone(),
+                            advantages=advantages, returns=returns,
+                            episode_starts=buffers["episode_starts"].float().clone(),
+                            loss_mask=buffers["loss_mask"].float().clone(),
+                            initial_state=None if initial_hidden is None else initial_hidden.clone())
+
+    def _log(self, row: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:
+                self.tb = False
+        if self.tb:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and value is not None and key != "frames":
+                    self.tb.add_scalar(key, value, row["frames"])
+
+    def _status(self, fps: float) -> str:
+        s = self.stats.summary()
+        start = self.start_frame
+        n = self.demo_info["length"]
+        where = "real start" if start is None or (self.scheduler and self.scheduler.done) else f"{start}/{n}"
+        rate = self.scheduler.stats().get("window_success_rate") if self.scheduler else None
+        parts = [f"frames {self.frames / 1e6:7.3f}M", f"{fps:6.0f} frames/s", f"start {where}",
+                 f"success {rate:.0%}" if rate is not None else "success  -",
+                 f"score {s['score_mean']:.1f}" if s["score_mean"] is not None else "score -",
+                 f"from-start {s['score_from_start_mean']:.1f}" if s["score_from_start_mean"] is not None else "",
+                 f"episodes {s['episodes']}"]
+        return " | ".join(p for p in parts if p)
+
+    def train(self) -> int:
+        """Run until the frame budget is spent or a signal arrives; returns an exit code."""
+        cfg = self.config
+        previous = self._install_signal_handlers()
+        frames_per_update = cfg.num_steps * cfg.num_envs * cfg.atari.frameskip * self.dist.world_size
+        if cfg.env_kind == "toy":
+            frames_per_update = cfg.num_steps * cfg.num_envs * self.dist.world_size
+        try:
+            for i in range(cfg.num_envs):
+                self.pool.next_start[i] = self._sample_start(i)
+            self.pool.reset()
+            for i in range(cfg.num_envs):
+                self.pool.next_start[i] = self._sample_start(i)
+            buffers = self._make_buffers()
+            buffers["episode_starts"][0] = True
+            hidden = self.behaviour.initial_state(cfg.num_envs, self.device)
+            last_status = time.time()
+            t0, frames0 = time.time(), self.frames
+            update_thread, update_result = None, {}
+            pending_batch = None
+            if not self.quiet:
+                print(f"training on {self.device} with {cfg.num_envs} envs in {self.pool.num_workers} workers"
+                      f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
+                      f"run dir {self.run_dir}", flush=True)
+            while self.frames < cfg.total_frames and self._stop_signal is None:
+                tick = time.time()
+                initial_hidden = None if hidden is None else hidden.clone()
+                episodes, hidden = self._collect(self.behaviour, buffers, hidden)
+                batch = self._batch(buffers, self.behaviour, initial_hidden)
+                buffers["episode_starts"][0] = buffers["next_episode_starts"]
+                if update_thread is not None:  # wait for the previous update (overlap mode)
+                    update_thread.join()
+                    if "error" in update_result:
+                        raise update_result["error"]
+                    self._after_update(update_result["stats"], pending_batch_episodes, tick_prev)
+                    self.behaviour.load_state_dict(self.policy.state_dict())
+                for episode in episodes:
+                    self.stats.add(episode)
+                    if self.scheduler is not None and episode.get("start_frame") is not None:
+                        self.scheduler.record(int(episode["start_frame"]), bool(episode.get("success")))
+                self.frames += frames_per_update
+                lr_scale = self.stall.scale * (1.0 - self.frames / cfg.total_frames if cfg.ppo.anneal_lr else 1.0)
+                update_result = {}
+
+                def run_update(batch=batch, lr_scale=lr_scale):
+                    try:
+                        update_result["stats"] = self.learner.update(batch.to(self.device), lr_scale=lr_scale,
+                                                                     ent_scale=self.stall.scale)
+                    except BaseException as exc:  # surfaced in the main thread
+                        update_result["error"] = exc
+                pending_batch_episodes, tick_prev = len(episodes), tick
+                if cfg.overlap:
+                    update_thread = threading.Thread(target=run_update, daemon=True)
+                    update_thread.start()
+                else:
+                    run_update()
+                    if "error" in update_result:
+                        raise update_result["error"]
+                    self._after_update(update_result["stats"], len(episodes), tick)
+                now = time.time()
+                if not self.quiet and now - last_status >= cfg.status_every:
+                    fps = (self.frames - frames0) / max(1e-9, now - t0)
+                    print(self._status(fps), flush=True)
+                    last_status = now
+            if update_thread is not None:
+                update_thread.join()
+                if "error" in update_result:
+                    raise update_result["error"]
+                self._after_update(update_result["stats"], pending_batch_episodes, tick_prev)
+        except WorkerError as exc:
+            path = self.save_checkpoint()
+            raise UserError(f"{exc}; last checkpoint kept at {path}") from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+        path = self.save_checkpoint()
+        if self.dist.is_main:
+            self._plots()
+        if self._stop_signal is not None:
+            if not self.quiet:
+                print(f"stopped by {self._stop_signal} at {self.frames} frames; checkpoint saved to {path}; "
+                      f"continue with --resume", file=sys.stderr)
+            return 130 if self._stop_signal == "SIGINT" else 143
+        if not self.quiet:
+            print(f"done: {self.frames} frames; checkpoint {path}")
+        return 0
+
+    def _after_update(self, stats: dict, num_episodes: int, tick: float) -> None:
+        self.updates += 1
+        now = time.time()
+        self.elapsed += now - getattr(self, "_last_update_time", tick)
+        self._last_update_time = now
+        move = None
+        if self.scheduler is not None:
+            move = self.scheduler.update(self.dist.all_reduce_sum if self.dist.world_size > 1 else None)
+        start = self.start_frame
+        decayed = self.stall.update(self.frames, start if start is not None else 0)
+        if decayed is not None and not self.quiet:
+            print(f"curriculum stalled at frame {start}: lr and entropy coefficient scaled to {decayed:.3g}x",
+                  flush=True)
+        if move and not self.quiet:
+            print(f"curriculum: moved {move}; episodes now start at frame {start}", flush=True)
+        row = {"frames": self.frames, "updates": self.updates, "time": round(self.elapsed, 2),
+               "fps": round(self.frames / max(self.elapsed, 1e-9), 1), "start_frame": start,
+               "curriculum_done": bool(self.scheduler.done) if self.scheduler else None,
+               "curriculum_move": move, "demo_length": self.demo_info["length"],
+               "demo_reward_frames": self.demo_info["reward_frames"],
+               "success_rate": self.scheduler.stats().get("window_success_rate") if self.scheduler else None,
+               "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
+               "unstick_scale": self.stall.scale, "new_episodes": num_episodes}
+        row.update(self.stats.summary())
+        row.update({k: (float(v) if v is not None else None) for k, v in stats.items()})
+        self._log(row)
+        if self.updates % self.config.latest_every == 0:
+            self.save_checkpoint(periodic=self.updates % self.config.checkpoint_every == 0)
+            if self.dist.is_main and self.updates % self.config.checkpoint_every == 0:
+                self._plots()
+
+    def _plots(self) -> None:
+        from curriculum_ppo.plots import plot_run
+
+        try:
+            plot_run(self.run_dir)
+        except UserError:
+            pass
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+        if self.tb:
+            self.tb.close()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint safely (``weights_only``: a checkpoint cannot run code)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise UserError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path} is not a curriculum_ppo checkpoint")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise UserError(f"{path} is checkpoint version {ckpt.get('version')}; this curriculum_ppo reads "
+                        f"version {CHECKPOINT_VERSION}")
+    return ckpt
