@@ -43,7 +43,7 @@ from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.gae import compute_gae
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
-from curriculum_ppo.workers import REAL_START, EnvPool, EnvSpec, WorkerError
+from curriculum_ppo.workers import REAL_START, EnvSpec, WorkerError, make_pool
 
 CHECKPOINT_FORMAT = "curriculum_ppo.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -163,7 +163,7 @@ class Trainer:
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
         self._stop_signal: str | None = None
-        self.pool: EnvPool | None = None
+        self.pool = None
         self.tb = None
 
         checkpoint = self._prepare_run_dir(resume)
@@ -172,10 +172,10 @@ class Trainer:
         torch.manual_seed(rank_seed)
         self.rng = np.random.default_rng(rank_seed)
 
-        self.pool = EnvPool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100)
+        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
                                           recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
-        self.policy = ActorCritic(self.policy_config).to(self.device)
+        self.policy = build_policy(self.policy_config).to(self.device)
         model = self.dist.wrap(self.policy)
         self.learner = PPOLearner(model, config.ppo, self.device)
         self.behaviour = copy.deepcopy(self.policy) if config.overlap else self.policy
@@ -437,6 +437,7 @@ class Trainer:
             last_status = time.time()
             t0, frames0 = time.time(), self.frames
             update_thread, update_result = None, {}
+            pending_batch_episodes, tick_prev = 0, time.time()
             pending_batch = None
             if not self.quiet:
                 print(f"training on {self.device} with {cfg.num_envs} envs in {self.pool.num_workers} workers"
@@ -488,8 +489,12 @@ class Trainer:
                     raise update_result["error"]
                 self._after_update(update_result["stats"], pending_batch_episodes, tick_prev)
         except WorkerError as exc:
+            self._join(update_thread)
             path = self.save_checkpoint()
             raise UserError(f"{exc}; last checkpoint kept at {path}") from None
+        except BaseException:
+            self._join(update_thread)
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -505,6 +510,12 @@ class Trainer:
         if not self.quiet:
             print(f"done: {self.frames} frames; checkpoint {path}")
         return 0
+
+    @staticmethod
+    def _join(thread) -> None:
+        """Never leave a PyTorch update running in a thread while the process unwinds."""
+        if thread is not None and thread.is_alive():
+            thread.join()
 
     def _after_update(self, stats: dict, num_episodes: int, tick: float) -> None:
         self.updates += 1
@@ -547,9 +558,19 @@ class Trainer:
 
     def close(self) -> None:
         if self.pool is not None:
+            self.worker_peak_rss = self.pool.peak_rss_bytes()
             self.pool.close()
         if self.tb:
             self.tb.close()
+
+
+def build_policy(config: PolicyConfig):
+    """The CNN actor-critic for Atari; ``arch="mlp"`` gives the small MLP used by the toy env."""
+    if config.arch == "mlp":
+        from curriculum_ppo.ppo.mlp_policy import MLPActorCritic
+
+        return MLPActorCritic(config)
+    return ActorCritic(config)
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -23,6 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 
 import numpy as np
 
@@ -272,6 +273,18 @@ class EnvPool:
         self.step_async(actions)
         return self.step_wait()
 
+    def peak_rss_bytes(self) -> list[int]:
+        """Peak resident memory (VmHWM) of each worker process, for memory reports."""
+        peaks = []
+        for p in self.processes:
+            try:
+                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) * 1024)
+            except OSError:
+                peaks.append(0)
+        return peaks
+
     def close(self) -> None:
         if self._closed:
             return
@@ -301,3 +314,77 @@ class EnvPool:
             self.close()
         except Exception:
             pass
+
+
+class InProcessEnvPool:
+    """The :class:`EnvPool` interface with the envs stepped in this process.
+
+    For envs so cheap that inter-process messages would cost more than the
+    step itself (the toy combination lock), and for debugging. Same autoreset
+    and ``next_start`` semantics as :class:`EnvPool`.
+    """
+
+    def __init__(self, spec: EnvSpec, num_envs: int, seed: int = 0):
+        self.spec, self.num_envs, self.num_workers = spec, num_envs, 0
+        self.envs = [spec.make(seed=seed + i) for i in range(num_envs)]
+        self.obs_shape = tuple(self.envs[0].observation_space.shape)
+        self.num_actions = int(self.envs[0].action_space.n)
+        self.obs = np.zeros((num_envs, *self.obs_shape), self.envs[0].observation_space.dtype)
+        self.final_obs = np.zeros_like(self.obs)
+        self.actions = np.zeros(num_envs, np.int64)
+        self.rewards = np.zeros(num_envs, np.float32)
+        self.raw_rewards = np.zeros(num_envs, np.float32)
+        self.terminated = np.zeros(num_envs, np.bool_)
+        self.truncated = np.zeros(num_envs, np.bool_)
+        self.warmup = np.zeros(num_envs, np.bool_)
+        self.next_start = np.full(num_envs, REAL_START, np.int64)
+
+    def _reset(self, i: int) -> None:
+        start = int(self.next_start[i])
+        obs, info = self.envs[i].reset(options={"start_frame": None if start == REAL_START else start})
+        self.obs[i] = obs
+        self.warmup[i] = bool(info.get("warmup", False))
+
+    def reset(self) -> np.ndarray:
+        for i in range(self.num_envs):
+            self._reset(i)
+        return self.obs
+
+    def step_async(self, actions) -> None:
+        self.actions[:] = actions
+
+    def step_wait(self) -> list[dict]:
+        episodes = []
+        for i, env in enumerate(self.envs):
+            obs, reward, terminated, truncated, info = env.step(int(self.actions[i]))
+            self.rewards[i] = reward
+            self.raw_rewards[i] = info.get("raw_reward", reward)
+            self.terminated[i], self.truncated[i] = terminated, truncated
+            if terminated or truncated:
+                self.final_obs[i] = obs
+                episode = dict(info.get("episode", {}))
+                episode["env"] = i
+                episodes.append(episode)
+                self._reset(i)
+            else:
+                self.obs[i] = obs
+                self.warmup[i] = bool(info.get("warmup", False))
+        return episodes
+
+    def step(self, actions) -> list[dict]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def peak_rss_bytes(self) -> list[int]:
+        return []
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_pool(spec: EnvSpec, num_envs: int, num_workers: int | None, seed: int = 0):
+    """``num_workers=0`` steps the envs in this process; otherwise worker processes."""
+    if num_workers == 0:
+        return InProcessEnvPool(spec, num_envs, seed)
+    return EnvPool(spec, num_envs, num_workers, seed)

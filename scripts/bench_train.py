@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Whole-training-loop speed: curriculum_ppo's Trainer vs. a CleanRL-style loop, same run.
+
+Both train the same network with the same PPO settings on the same env
+(Montezuma's Revenge from the bundled demo's states, 84x84x4):
+
+* ``cleanrl_style``: gymnasium SyncVectorEnv, collect ``steps`` steps with
+  one policy call per step, then the PPO update, strictly in sequence (the
+  structure of CleanRL's ppo_atari.py);
+* ``curriculum_ppo``: the Trainer (shared-memory env workers, rollout of the
+  next batch overlapped with the PPO update of the previous one).
+
+Also measured in the same run: the update alone on a random batch
+(forward+backward samples/s), which caps any loop at
+``samples_per_s / epochs`` agent steps/s, and ``env_only`` (the EnvPool
+stepping with random actions, no policy), the other bound. Reports agent
+steps/s, ratios, fraction of the cap, and peak RSS of learner + workers.
+
+Usage: python scripts/bench_train.py [--updates 6] [--device auto|cpu|cuda] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
+
+
+def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
+    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+    from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
+
+    policy = ActorCritic(PolicyConfig(num_actions=18, arch=arch)).to(device)
+    cfg = PPOConfig()
+    learner = PPOLearner(policy, cfg, device)
+    T, B = steps, num_envs
+    batch = RolloutBatch(obs=torch.randint(0, 255, (T, B, 4, 84, 84), dtype=torch.uint8),
+                         actions=torch.randint(0, 18, (T, B)), logprobs=torch.full((T, B), -2.89),
+                         values=torch.zeros(T, B), advantages=torch.randn(T, B), returns=torch.randn(T, B),
+                         episode_starts=torch.zeros(T, B), loss_mask=torch.ones(T, B)).to(device)
+    learner.update(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        learner.update(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return repeats * T * B * cfg.num_epochs / (time.perf_counter() - start)
+
+
+def bench_env_only(num_envs, workers, seconds) -> float:
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.workers import EnvPool, EnvSpec
+
+    n = len(load_demo(DEMO))
+    rng = np.random.default_rng(0)
+    with EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers) as pool:
+        pool.next_start[:] = rng.integers(0, n, num_envs)
+        pool.reset()
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for ep in pool.step(rng.integers(0, 18, num_envs)):
+                pool.next_start[ep["env"]] = rng.integers(0, n)
+            steps += num_envs
+        return steps / (time.perf_counter() - start)
+
+
+def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
+    """Synchronous collect-then-update, as in CleanRL's ppo_atari.py (same net, learner and GAE)."""
+    import gymnasium as gym
+
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.envs.atari import AtariEnv
+    from curriculum_ppo.ppo.gae import compute_gae
+    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+    from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
+
+    demo = load_demo(DEMO)
+
+    class DemoStart(gym.Wrapper):
+        def reset(self, **kwargs):
+            return self.env.reset(options={"start_frame": int(self.np_random.integers(0, len(demo)))})
+
+    envs = gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i)) for i in range(num_envs)])
+    policy = ActorCritic(PolicyConfig(num_actions=18, arch=arch)).to(device)
+    cfg = PPOConfig()
+    learner = PPOLearner(policy, cfg, device)
+    obs, _ = envs.reset(seed=0)
+    T, B = steps, num_envs
+    buf_obs = torch.zeros((T, B, 4, 84, 84), dtype=torch.uint8)
+    buf = {k: torch.zeros(T, B) for k in ("actions", "logprobs", "values", "rewards", "dones")}
+    start = None
+    for update in range(updates + 1):
+        if update == 1:
+            start = time.perf_counter()
+        for t in range(T):
+            buf_obs[t] = torch.from_numpy(obs)
+            with torch.no_grad():
+                action, logprob, value, _ = policy.act(buf_obs[t].to(device))
+            obs, reward, term, trunc, _ = envs.step(action.cpu().numpy())
+            buf["actions"][t], buf["logprobs"][t], buf["values"][t] = action.cpu(), logprob.cpu(), value.cpu()
+            buf["rewards"][t] = torch.from_numpy(reward)
+            buf["dones"][t] = torch.from_numpy(term | trunc)
+        with torch.no_grad():
+            _, _, last_value, _ = policy.act(torch.from_numpy(obs).to(device))
+        adv, ret = compute_gae(buf["rewards"], buf["values"], buf["dones"], last_value.cpu(), 0.99, 0.95)
+        batch = RolloutBatch(obs=buf_obs, actions=buf["actions"].long(), logprobs=buf["logprobs"],
+                             values=buf["values"], advantages=adv, returns=ret, episode_starts=torch.zeros(T, B),
+                             loss_mask=torch.ones(T, B))
+        learner.update(batch.to(device))
+    elapsed = time.perf_counter() - start
+    envs.close()
+    return updates * T * B / elapsed
+
+
+def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True):
+    from curriculum_ppo.train import Trainer, TrainConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
+                             num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
+                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap)
+        trainer = Trainer(config, Path(tmp) / "run", quiet=True)
+        trainer.train()
+        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        first, last = rows[0], rows[-1]
+        sps = (last["frames"] - first["frames"]) / 4 / (last["time"] - first["time"])
+        return sps, sum(trainer.worker_peak_rss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--updates", type=int, default=6)
+    parser.add_argument("--envs", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--arch", default="nature")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--env-seconds", type=float, default=15.0)
+    parser.add_argument("--skip-cleanrl", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    from curriculum_ppo.train import pick_device
+
+    device = pick_device(args.device)
+    json_path = Path(args.json or ROOT / "scripts" / "results" / f"bench_train_{device.type}.json")
+
+    rows = {}
+    update_sps = bench_update_only(device, args.envs, args.steps, args.arch)
+    cap = update_sps / 4
+    rows["env_only"] = bench_env_only(args.envs, args.workers, args.env_seconds)
+    if not args.skip_cleanrl:
+        rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
+    rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
+                                                       args.arch)
+    learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"device {device}, {args.envs} envs x {args.steps} steps, 4 epochs, {args.arch} CNN")
+    print(f"PPO update alone: {update_sps:.0f} samples/s -> cap {cap:.0f} agent steps/s")
+    print(f"{'loop':<16} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cleanrl':>11} {'vs env-only':>12}")
+    base = rows.get("cleanrl_style")
+    for name, sps in rows.items():
+        print(f"{name:<16} {sps:>14.0f} {4 * sps:>9.0f} {sps / cap:>7.0%} "
+              f"{(f'{sps / base:.2f}x' if base else '-'):>11} {sps / rows['env_only']:>11.0%}")
+    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
+    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
+           "cpus": os.cpu_count(), "device": str(device),
+           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+           "config": vars(args), "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap,
+           "agent_steps_per_s": rows, "fraction_of_cap": rows["curriculum_ppo"] / cap,
+           "speedup_vs_cleanrl_style": rows["curriculum_ppo"] / base if base else None,
+           "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
+           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The agent's Atari env on the real emulator: demo starts, frame stacks, episode rules."""
+
+import numpy as np
+import pytest
+
+from curriculum_ppo.demo.store import load_demo
+from curriculum_ppo.envs.atari import AtariConfig, AtariEnv
+from curriculum_ppo.episode_rules import EpisodeRulesConfig
+
+DEMO = "demos/MontezumaRevenge-room1.h5"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_demo(DEMO)
+
+
+def test_demo_start_observation_equals_replaying_the_demo_up_to_it(demo):
+    """Restoring frame t must show exactly what replaying the demo's own frames up to t shows.
+
+    With ``warmup_steps=k`` the env restores t - 4k and replays the demo's actions frame by
+    frame through its normal step path; without, it fills the stack directly. Both must agree.
+    """
+    direct = AtariEnv(demo=demo)
+    warm = AtariEnv(demo=demo, config=AtariConfig(warmup_steps=10))
+    for t in (57, 100, 252, 400, 635):
+        expected, _ = direct.reset(options={"start_frame": t})
+        obs, info = warm.reset(options={"start_frame": t})
+        assert info["warmup"]
+        for _ in range(10):  # the agent's actions are ignored while the demo is replayed
+            obs, reward, _, _, info = warm.step(5)
+            assert info["warmup"] and reward == 0.0
+        np.testing.assert_array_equal(obs, expected)
+        assert np.array_equal(warm.emulator.ram(), demo.ram[t])
+        assert np.array_equal(direct.emulator.ram(), demo.ram[t])
+
+
+def test_replaying_the_demo_from_a_late_start_succeeds(demo):
+    env = AtariEnv(demo=demo, rules=EpisodeRulesConfig(extra_frames_scale=0.0))
+    env.reset(options={"start_frame": 600})
+    rewards, raw = [], []
+    for t in range(600, 700, 4):
+        _, reward, terminated, truncated, info = env.step(int(demo.actions[min(t, len(demo) - 1)]))
+        rewards.append(reward)
+        raw.append(info["raw_reward"])
+        if truncated or terminated:
+            break
+    assert truncated and info["episode"]["success"] is True
+    assert info["episode"]["score"] == 300.0 and info["episode"]["reason"] == "success_extra_done"
+    assert 1.0 in rewards and 300.0 in raw  # clipped for the learner, raw score tracked separately
+
+
+def test_an_agent_that_idles_is_cut_for_lagging(demo):
+    env = AtariEnv(demo=demo, rules=EpisodeRulesConfig(lag_allowance=40))
+    env.reset(options={"start_frame": 560})
+    for steps in range(1, 200):
+        _, _, terminated, truncated, info = env.step(0)
+        if truncated or terminated:
+            break
+    assert truncated and not terminated
+    assert info["episode"]["reason"] == "lagging" and not info["episode"]["success"]
+    # The demo scores at frame 635; with 40 frames of allowance the cut comes right after 635 + 40 - 560.
+    assert info["episode"]["frames"] == pytest.approx(635 - 560 + 40, abs=4)
+
+
+def test_real_start_with_noops_and_life_loss_ends_training_episode():
+    env = AtariEnv(game="MontezumaRevenge", config=AtariConfig(noop_max=30), seed=3)
+    obs, info = env.reset(seed=3)
+    assert obs.shape == (4, 84, 84) and info["start_frame"] is None
+    # Walking left off the start platform kills Panama Joe: the training episode ends on the life loss.
+    for _ in range(200):
+        _, _, terminated, truncated, info = env.step(4)  # LEFT
+        if terminated or truncated:
+            break
+    assert terminated and info["episode"]["reason"] == "life_lost"
+
+
+def test_rgb_observation_mode_and_warmup_steps(demo):
+    env = AtariEnv(demo=demo, config=AtariConfig(obs_mode="rgb105x80", warmup_steps=5))
+    obs, info = env.reset(options={"start_frame": 300})
+    assert obs.shape == (12, 105, 80) and info["warmup"]
+    warm = 0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(0)
+        if not info.get("warmup"):
+            break
+        warm += 1
+        assert reward == 0.0
+    assert warm == 5

@@ -1,0 +1,159 @@
+"""The ``train`` command end to end on the real emulator with tiny budgets: outputs, resume, faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from curriculum_ppo.errors import UserError
+from curriculum_ppo.train import Trainer, TrainConfig, load_checkpoint
+
+DEMO = "demos/MontezumaRevenge-room1.h5"
+TINY = ["--num-envs", "2", "--workers", "1", "--steps", "32", "--status-every", "0", "--minibatches", "2"]
+
+
+def cli(*args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, "-m", "curriculum_ppo", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = cli("train", "--demo", DEMO, "--run-dir", str(run_dir), "--frames", "1280", *TINY)
+    assert result.returncode == 0, result.stderr
+    return run_dir, result
+
+
+def test_train_writes_config_metrics_tensorboard_checkpoint_and_plots(tiny_run):
+    run_dir, result = tiny_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["demo"] == DEMO and config["num_envs"] == 2 and config["num_steps"] == 32
+    rows = metrics(run_dir)
+    assert [r["frames"] for r in rows] == [256 * (i + 1) for i in range(5)]  # 2 envs x 32 steps x frameskip 4
+    for key in ("fps", "start_frame", "success_rate", "policy_loss", "value_loss", "entropy", "lr", "ent_coef"):
+        assert key in rows[-1]
+    assert rows[-1]["start_frame"] == 635 - 320  # the window starts at the demo's end
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert ckpt["frames"] == 1280 and ckpt["updates"] == 5 and ckpt["game"] == "montezuma_revenge"
+    for png in ("curriculum.png", "score.png", "success.png"):
+        assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "frames" in result.stdout and "start 315/635" in result.stdout  # the status line
+
+
+def test_resume_continues_counters_model_and_curriculum(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    copy = tmp_path / "resumed"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    before = load_checkpoint(copy / "checkpoints" / "latest.pt")
+    result = cli("train", "--run-dir", str(copy), "--resume", "--frames", "2560", "--status-every", "0")
+    assert result.returncode == 0, result.stderr
+    rows = metrics(copy)
+    assert [r["frames"] for r in rows][-5:] == [1280 + 256 * (i + 1) for i in range(5)]
+    assert rows[5]["updates"] == 6
+    after = load_checkpoint(copy / "checkpoints" / "latest.pt")
+    assert after["updates"] == 10 and after["episodes"] >= before["episodes"]
+    # Training went on from the saved weights, not from a fresh network.
+    changed = [not torch.equal(before["model"][k], after["model"][k]) for k in before["model"]]
+    assert any(changed)
+
+
+def test_resume_refuses_changed_settings_and_existing_run_needs_resume(tiny_run):
+    run_dir, _ = tiny_run
+    result = cli("train", "--run-dir", str(run_dir), "--frames", "512", *TINY)
+    assert result.returncode == 2 and "use --resume" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = cli("train", "--run-dir", str(run_dir), "--resume", "--lr", "0.1")
+    assert result.returncode == 2 and "--resume keeps the run's settings" in result.stderr
+
+
+def test_resume_without_checkpoint_and_bad_demo(tmp_path):
+    result = cli("train", "--run-dir", str(tmp_path / "none"), "--resume")
+    assert result.returncode == 2 and "nothing to resume" in result.stderr.lower() or "not found" in result.stderr
+    bad = tmp_path / "bad.h5"
+    bad.write_text("not a demo")
+    result = cli("train", "--demo", str(bad), "--run-dir", str(tmp_path / "r"), *TINY)
+    assert result.returncode == 2 and "not an HDF5 file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = cli("train", "--demo", DEMO, "--game", "Pitfall", "--run-dir", str(tmp_path / "r2"), *TINY)
+    assert result.returncode == 2 and "does not match the demo" in result.stderr
+
+
+def test_incompatible_checkpoint_in_run_dir(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    copy = tmp_path / "other"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    config = json.loads((copy / "config.json").read_text())
+    config["arch"] = "large"
+    (copy / "config.json").write_text(json.dumps(config))
+    result = cli("train", "--run-dir", str(copy), "--resume", "--status-every", "0")
+    assert result.returncode == 2 and "arch" in result.stderr and "Traceback" not in result.stderr
+
+
+def _start_training(run_dir: Path, frames: int = 10_000_000):
+    return subprocess.Popen([sys.executable, "-m", "curriculum_ppo", "train", "--demo", DEMO, "--run-dir",
+                             str(run_dir), "--frames", str(frames), *TINY], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigint_writes_checkpoint_and_exits_cleanly(tmp_path):
+    run_dir = tmp_path / "sigint"
+    proc = _start_training(run_dir)
+    assert _wait_for(lambda: (run_dir / "metrics.jsonl").exists() and len(metrics(run_dir)) >= 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "checkpoint saved" in err and "Traceback" not in err
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert ckpt["updates"] >= 2
+    assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+
+
+def test_resume_after_kill_9(tmp_path):
+    run_dir = tmp_path / "killed"
+    proc = _start_training(run_dir)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    assert _wait_for(lambda: latest.exists() and len(metrics(run_dir)) >= 7)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.communicate(timeout=60)
+    saved = load_checkpoint(latest)  # the last atomic checkpoint is intact
+    result = cli("train", "--run-dir", str(run_dir), "--resume", "--frames", str(saved["frames"] + 512),
+                 "--status-every", "0")
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(latest)["frames"] == saved["frames"] + 512
+
+
+def test_a_dying_worker_is_named_and_the_checkpoint_kept(tmp_path):
+    config = TrainConfig(demo=DEMO, total_frames=10_000_000, num_envs=2, num_workers=2, num_steps=32,
+                         status_every=1e9, latest_every=1)
+    config.ppo.num_minibatches = 2
+    trainer = Trainer(config, tmp_path / "crash", quiet=True)
+    victim = trainer.pool.processes[1]
+
+    def kill_later():
+        _wait_for(lambda: trainer.updates >= 2)
+        os.kill(victim.pid, signal.SIGKILL)
+    threading.Thread(target=kill_later, daemon=True).start()
+    with pytest.raises(UserError, match=r"env worker 1 \(pid \d+, envs 1\.\.1\) died.*checkpoint kept"):
+        trainer.train()
+    assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "latest.pt")["updates"] >= 2
