@@ -1,0 +1,554 @@
+"""Import demonstrations recorded with OpenAI's atari-reset / atari-demo tools.
+
+Those tools save a **pickle** of a dict::
+
+    actions               list[int]    minimal-action-set index, one per emulator frame (N)
+    rewards               list[float]  reward of each action (N; some files carry one extra
+                                       leading entry, N + 1, which is dropped)
+    signed_rewards        list[float]  optional, sign of each reward
+    lives                 list[int]    optional, lives before each action and at the end (N + 1;
+                                       N + 2 = an extra leading entry, which is dropped)
+    checkpoints           list[uint8 array]  emulator states every 100 frames, serialized by an
+                                       older ALE/Stella: they cannot be restored and are not used
+    checkpoint_action_nr  list[int]    frame number of each checkpoint
+
+**Loading.** A pickle can run arbitrary code while it loads, so the file is never
+given to :func:`pickle.load`. :class:`RestrictedUnpickler` resolves only the
+handful of globals that such a dict needs (numpy array/scalar/dtype
+reconstruction and the ``_codecs.encode``/``bytes``/``bytearray`` helpers that
+protocols 0-2 use for raw bytes); any other global - ``os.system``,
+``builtins.eval``, ``subprocess.Popen``, ... - stops the load with a
+:class:`UserError` *before* anything is called. Python 2 pickles load with
+``encoding='latin1'`` (numpy's own recommendation for them).
+
+**Re-recording.** The demo is replayed with the current emulator from a fresh
+reset through :class:`DemoBuilder`, exactly like ``record --actions``, and the
+replayed rewards (and lives, when the file has them) are compared with the
+file's, frame by frame.
+
+**Alignment.** Older ALE versions emulated a different number of frames inside
+``reset``, so the file's frame 0 may not be our frame 0. A *shift* ``s`` says
+where the file's frames fall in our replay: file frame ``t`` (before action
+``t``) is replay frame ``t + s``.
+
+* ``s > 0``: the old reset ran ``s`` frames more than ours. We first play ``s``
+  NOOPs (action 0), then the file's actions; the reward the file records for
+  action ``t`` is expected from replay action ``t + s`` (``s`` frames later), the
+  NOOPs themselves must earn nothing, and the lives the file records at frame
+  ``t`` are expected at replay frame ``t + s``.
+* ``s < 0``: the old reset ran ``|s|`` frames fewer, so the file's first ``|s|``
+  actions fell on frames that our reset already emulated. They are dropped
+  (they must have earned nothing); file action ``t`` is replay action ``t - |s|``.
+
+Every ``s`` in ``[-max_shift, +max_shift]`` is tried. A candidate is replayed
+only until its first divergence from the file (early exit), and all candidates
+with ``s >= 0`` branch from one shared chain of NOOPs played once from reset.
+A shift *matches* when it reproduces the file's reward timeline (and lives)
+over the whole demo. Several shifts can match - Montezuma's Revenge, for
+instance, only moves the player every other frame, so ``s`` and ``s + 2``
+often give the same rewards - and then the smallest ``|s|`` wins; at equal
+``|s|`` prepending NOOPs wins over dropping the file's actions, and the other
+matching shifts are reported. If none matches, nothing is written and the error
+names the frame where the best candidate (the one that got furthest) diverged.
+
+Not done: re-synchronizing from the file's own ``checkpoints`` (they are old
+Stella states this ALE cannot restore).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from curriculum_ppo.demo.store import DemoBuilder, save_demo
+from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
+from curriculum_ppo.errors import UserError
+
+IMPORTER_NAME = "atari-reset"
+NOOP = 0
+
+
+# -- restricted unpickling ----------------------------------------------------------------
+def _numpy_function(name: str):
+    """``numpy._core.multiarray.<name>`` (numpy 2) or ``numpy.core.multiarray.<name>`` (numpy 1)."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    return getattr(multiarray, name)
+
+
+def _frombuffer_function():
+    try:
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.numeric import _frombuffer
+    return _frombuffer
+
+
+_numpy_reconstruct = _numpy_function("_reconstruct")
+_numpy_scalar = _numpy_function("scalar")
+_numpy_frombuffer = _frombuffer_function()
+
+
+def _reconstruct(subtype, shape, dtype):
+    """``numpy...._reconstruct`` restricted to plain ndarrays."""
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}, expected numpy.ndarray")
+    return _numpy_reconstruct(subtype, shape, dtype)
+
+
+def _scalar(dtype, data=None):
+    """``numpy...scalar``: a numpy scalar from its dtype and raw bytes."""
+    if not isinstance(dtype, np.dtype):
+        raise pickle.UnpicklingError(f"scalar of {dtype!r}, expected a numpy dtype")
+    return _numpy_scalar(dtype) if data is None else _numpy_scalar(dtype, data)
+
+
+def _frombuffer(buffer, dtype, shape, order):
+    """``numpy...numeric._frombuffer``: protocol-5 arrays (bytes/bytearray payload)."""
+    if not isinstance(buffer, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
+        raise pickle.UnpicklingError("_frombuffer of a non-buffer")
+    return _numpy_frombuffer(buffer, dtype, shape, order)
+
+
+_LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "iso_8859_1", "l1"})
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` as Python 3 pickles bytes at protocols 0-2: ``encode(str, 'latin1')`` only.
+
+    The encoding name is compared with a fixed list (no codec lookup, which could import modules).
+    """
+    if not isinstance(text, str) or not isinstance(encoding, str) or encoding.lower() not in _LATIN1_NAMES:
+        raise pickle.UnpicklingError("_codecs.encode used for something other than latin-1 bytes")
+    return text.encode("latin-1")
+
+
+def _globals() -> dict[tuple[str, str], object]:
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+    for core in ("numpy.core", "numpy._core"):  # numpy 1.x / python 2 files, numpy 2 files
+        for module in (f"{core}.multiarray", f"{core}._multiarray_umath"):
+            allowed[(module, "_reconstruct")] = _reconstruct
+            allowed[(module, "scalar")] = _scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+    for builtins in ("builtins", "__builtin__"):  # python 3 / python 2 (protocols 0-2) spelling
+        allowed[(builtins, "bytes")] = bytes
+        allowed[(builtins, "bytearray")] = bytearray
+    return allowed
+
+
+#: (module, name) -> the object a demo pickle may reference; everything else is refused.
+ALLOWED_GLOBALS: dict[tuple[str, str], object] = _globals()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles lists, dicts, numbers, strings and numpy arrays - nothing that can run code.
+
+    ``find_class`` is the only way a pickle reaches a callable (``GLOBAL``,
+    ``STACK_GLOBAL``, ``INST``, ``OBJ`` and the ``EXT*`` opcodes all go through
+    it), so refusing there stops a malicious file before anything executes.
+    """
+
+    def __init__(self, file, source: str = "the file"):
+        super().__init__(file, encoding="latin1")  # python 2 str -> str (numpy's advice for py2 pickles)
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        try:
+            return ALLOWED_GLOBALS[(module, name)]
+        except (KeyError, TypeError):
+            pass
+        raise UserError(f"refusing to load {self.source}: it references {module}.{name}, which an "
+                        f"atari-reset demo never needs (only lists, numbers and numpy arrays are allowed); "
+                        f"nothing in it was executed")
+
+    def persistent_load(self, pid):
+        raise UserError(f"refusing to load {self.source}: it uses pickle persistent ids, "
+                        f"which an atari-reset demo never contains")
+
+
+def restricted_loads(data: bytes, source: str = "the file"):
+    """Unpickle ``data`` with :class:`RestrictedUnpickler`; every failure is one-line :class:`UserError`."""
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        raise UserError(f"{source} is an HDF5 file (a curriculum_ppo demo already?); "
+                        f"import-demo reads atari-reset pickles")
+    if data[:2] == b"\x1f\x8b":
+        raise UserError(f"{source} is gzip-compressed; decompress it first (gunzip)")
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), source).load()
+    except UserError:
+        raise
+    except EOFError:
+        raise UserError(f"{source} is not a complete pickle (truncated: it ends before the pickle's "
+                        f"STOP opcode)") from None
+    except RecursionError:
+        raise UserError(f"{source} is not an atari-reset demo (its pickle is nested too deeply)") from None
+    except Exception as exc:  # noqa: BLE001 - only allow-listed callables ran; any error is bad data
+        raise UserError(f"{source} is not a readable atari-reset pickle (truncated or corrupt: "
+                        f"{type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+# -- the file's contents --------------------------------------------------------------------
+@dataclass
+class AtariResetFile:
+    """An atari-reset demo as read from its pickle, normalized (see the module docstring)."""
+
+    path: Path
+    sha256: str
+    actions: np.ndarray  # int64 [N]
+    rewards: np.ndarray  # float64 [N]
+    signed_rewards_only: bool  # True: ``rewards`` are signs (the file had only signed_rewards)
+    lives: np.ndarray | None  # int64 [N + 1] or None
+    dropped_leading_reward_entry: bool = False
+    dropped_leading_lives_entry: bool = False
+    notes: list[str] = field(default_factory=list)
+    num_checkpoints: int = 0
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def checked(self) -> str:
+        rewards = "signed_rewards" if self.signed_rewards_only else "rewards"
+        return f"{rewards}+lives" if self.lives is not None else rewards
+
+
+def _numeric_vector(value, key: str, source: str, dtype) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+        if array.dtype == object:
+            array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise UserError(f"{source}: '{key}' is not a list of numbers ({_one_line(exc)})") from None
+    if array.ndim != 1 or array.dtype.kind not in "biuf":
+        raise UserError(f"{source}: '{key}' is not a flat list of numbers "
+                        f"(got {array.dtype} values of shape {array.shape})")
+    if not np.all(np.isfinite(array.astype(np.float64))):
+        raise UserError(f"{source}: '{key}' contains NaN or infinite values")
+    if np.issubdtype(dtype, np.integer) and array.dtype.kind == "f":
+        if not np.all(array == np.round(array)):
+            t = int(np.flatnonzero(array != np.round(array))[0])
+            raise UserError(f"{source}: '{key}' must hold whole numbers; entry {t} is {array[t]}")
+    return array.astype(dtype)
+
+
+def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name: str = "the game") -> AtariResetFile:
+    """Read and check an atari-reset pickle (without replaying it)."""
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise UserError(f"demo file not found: {source}")
+    if path.is_dir():
+        raise UserError(f"{source} is a directory, not an atari-reset demo pickle")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {source}: {exc.strerror or exc}") from None
+    if not data:
+        raise UserError(f"{source} is empty")
+    content = restricted_loads(data, source)
+
+    if not isinstance(content, dict):
+        raise UserError(f"{source} holds a {type(content).__name__}, not an atari-reset demo "
+                        f"(a dict with 'actions', 'rewards', 'lives', ...)")
+    keys = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in content.items()}
+    shown = ", ".join(sorted(repr(k) for k in keys)[:8]) or "none"
+    if "actions" not in keys:
+        raise UserError(f"{source} is not an atari-reset demo: its dict has no 'actions' (keys: {shown})")
+    actions = _numeric_vector(keys["actions"], "actions", source, np.int64)
+    n = len(actions)
+    if n == 0:
+        raise UserError(f"{source} holds no actions")
+    if num_actions is not None:
+        bad = np.flatnonzero((actions < 0) | (actions >= num_actions))
+        if bad.size:
+            t = int(bad[0])
+            raise UserError(f"{source}: action {int(actions[t])} at frame {t} is out of range for "
+                            f"{game_name}'s minimal action set of {num_actions} actions (0..{num_actions - 1})"
+                            + (f"; {bad.size} actions are out of range" if bad.size > 1 else ""))
+
+    notes: list[str] = []
+    signed_only = False
+    if keys.get("rewards") is not None:
+        rewards = _numeric_vector(keys["rewards"], "rewards", source, np.float64)
+    elif keys.get("signed_rewards") is not None:
+        rewards = _numeric_vector(keys["signed_rewards"], "signed_rewards", source, np.float64)
+        signed_only = True
+    else:
+        raise UserError(f"{source} has no 'rewards' (nor 'signed_rewards'); the importer needs them "
+                        f"to check its replay (keys: {shown})")
+    key = "signed_rewards" if signed_only else "rewards"
+    dropped_reward = False
+    if len(rewards) == n + 1:
+        rewards, dropped_reward = rewards[1:], True
+    elif len(rewards) != n:
+        raise UserError(f"{source}: '{key}' has {len(rewards)} entries for {n} actions "
+                        f"(expected {n}, or {n + 1} with a leading entry)")
+
+    lives = None
+    dropped_lives = False
+    if keys.get("lives") is not None:
+        raw = keys["lives"]
+        try:
+            lives = _numeric_vector(raw, "lives", source, np.int64)
+        except UserError as exc:
+            notes.append(f"lives ignored ({exc})")
+        if lives is not None:
+            if len(lives) == n + 2:
+                lives, dropped_lives = lives[1:], True
+            elif len(lives) != n + 1:
+                notes.append(f"lives ignored: {len(lives)} entries for {n} actions (expected {n + 1})")
+                lives = None
+    else:
+        notes.append("the file has no lives; only rewards are checked")
+
+    checkpoints = keys.get("checkpoints")
+    return AtariResetFile(
+        path=path,
+        sha256=hashlib.sha256(data).hexdigest(),
+        actions=actions,
+        rewards=rewards,
+        signed_rewards_only=signed_only,
+        lives=lives,
+        dropped_leading_reward_entry=dropped_reward,
+        dropped_leading_lives_entry=dropped_lives,
+        notes=notes,
+        num_checkpoints=len(checkpoints) if isinstance(checkpoints, (list, tuple)) else 0,
+    )
+
+
+# -- alignment -------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """One alignment tried: ``shift`` (see the module docstring) and where it first diverged."""
+
+    shift: int
+    diverged_at: int | None = None  # file frame of the first divergence; None = matches all frames
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.diverged_at is None
+
+
+def describe_shift(s: int) -> str:
+    if s > 0:
+        return f"+{s} leading NOOP{'s' if s != 1 else ''}"
+    if s < 0:
+        return f"the file's first {-s} action{'s' if s != -1 else ''} dropped"
+    return "no shift"
+
+
+def _preference(s: int) -> tuple[int, int]:
+    """Smallest |s| first; at equal |s| prepending NOOPs before dropping the file's actions."""
+    return abs(s), int(s < 0)
+
+
+def _reward_mismatch(got: float, want: float, signed: bool) -> bool:
+    if signed:
+        return float(np.sign(got)) != float(np.sign(want))
+    return abs(got - want) > 1e-6 * max(1.0, abs(want))
+
+
+def _try_shift(emu: Emulator, demo: AtariResetFile, s: int, reset_state: bytes,
+               noop_chain: list[tuple[bytes, float]]) -> Candidate:
+    """Replay the file with shift ``s`` until its first divergence (or the end)."""
+    n = len(demo)
+    signed = demo.signed_rewards_only
+    recorded = "the file's signed_rewards record" if signed else "the file records"
+    # Plain lists: the per-frame loop below then costs little next to the emulation.
+    actions, rewards = demo.actions.tolist(), demo.rewards.tolist()
+    lives = None if demo.lives is None else demo.lives.tolist()
+
+    if s > 0:
+        # Shared work: the state after s NOOPs from reset, and what those NOOPs earned.
+        for k in range(s):
+            if noop_chain[k][1] != 0.0:
+                return Candidate(s, 0, f"prepended NOOP {k} earns reward {noop_chain[k][1]:g}")
+        emu.restore_state(noop_chain[s][0])
+        start = 0
+    else:
+        start = -s
+        if start >= n:
+            return Candidate(s, 0, f"dropping {start} actions leaves none of the file's {n}")
+        earned = [t for t in range(start) if rewards[t] != 0.0]
+        if earned:
+            t = earned[0]
+            return Candidate(s, t, f"dropped action {t} earned reward {rewards[t]:g} in the file")
+        emu.restore_state(reset_state)
+
+    ale, action_set = emu.ale, emu.actions
+    if lives is not None and ale.lives() != lives[start]:
+        return Candidate(s, start, f"lives are {ale.lives()} at frame {start}, the file records {lives[start]}")
+    act = ale.act
+    for t in range(start, n):
+        reward = float(act(action_set[actions[t]]))
+        if reward != rewards[t] and _reward_mismatch(reward, rewards[t], signed):
+            return Candidate(s, t, f"action {t} gives reward {reward:g}, {recorded} {rewards[t]:g}")
+        if lives is not None and ale.lives() != lives[t + 1]:
+            return Candidate(s, t, f"after action {t} lives are {ale.lives()}, the file records {lives[t + 1]}")
+    return Candidate(s)
+
+
+@dataclass
+class Alignment:
+    best: Candidate
+    candidates: list[Candidate]  # in order of preference
+
+    @property
+    def matching(self) -> list[int]:
+        return [c.shift for c in self.candidates if c.ok]
+
+
+def find_alignment(game: str, demo: AtariResetFile, max_shift: int = 8, emulator: Emulator | None = None) -> Alignment:
+    """Try every shift in ``[-max_shift, max_shift]``; see the module docstring.
+
+    ``emulator``, if given, must be freshly created (at its reset frame); it is used up.
+    """
+    if max_shift < 0:
+        raise UserError(f"--max-shift must be 0 or more, got {max_shift}")
+    emu = emulator if emulator is not None else Emulator(EmulatorSettings(resolve_game(game)))
+    reset_state = emu.save_state()
+    noop_chain: list[tuple[bytes, float]] = []  # (state after k NOOPs, reward of NOOP k), k = 0..max_shift
+    for _ in range(max_shift + 1):
+        state = emu.save_state()
+        noop_chain.append((state, emu.step(NOOP)))
+
+    shifts = sorted(range(-max_shift, max_shift + 1), key=_preference)
+    candidates = [_try_shift(emu, demo, s, reset_state, noop_chain) for s in shifts]
+    matching = [c for c in candidates if c.ok]
+    if matching:
+        best = matching[0]
+    else:  # the candidate that reproduced the file longest; ties by preference
+        best = max(candidates, key=lambda c: c.diverged_at)
+    return Alignment(best, candidates)
+
+
+def replay_plan(demo: AtariResetFile, s: int) -> tuple[list[int], np.ndarray, np.ndarray | None]:
+    """The actions to replay for shift ``s`` and the rewards/lives the replay must produce."""
+    if s >= 0:
+        actions = [NOOP] * s + demo.actions.tolist()
+        rewards = np.concatenate([np.zeros(s), demo.rewards])
+        lives = None if demo.lives is None else demo.lives  # compared from replay frame s on
+    else:
+        actions = demo.actions[-s:].tolist()
+        rewards = demo.rewards[-s:]
+        lives = None if demo.lives is None else demo.lives[-s:]
+    return actions, rewards, lives
+
+
+# -- the command -------------------------------------------------------------------------------
+@dataclass
+class ImportResult:
+    out: Path
+    shift: int
+    matching_shifts: list[int]
+    frames: int  # frames in the imported demo
+    file_frames: int  # actions in the file
+    total_return: float
+    checked: str
+    message: str
+
+
+def _format_shifts(shifts: list[int]) -> str:
+    return ", ".join(f"{s:+d}" for s in shifts)
+
+
+def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift: int = 8,
+                       report: Callable[[str], None] | None = print) -> ImportResult:
+    """``curriculum-ppo import-demo SRC --game GAME --out OUT``: import, align, re-record, save.
+
+    Raises :class:`UserError` (and writes nothing) when the file is unsafe,
+    unreadable or malformed, or when no shift reproduces it.
+    """
+    game_id = resolve_game(game)
+    if max_shift < 0:
+        raise UserError(f"--max-shift must be 0 or more, got {max_shift}")
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as demo.h5")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+    search_emulator = Emulator(EmulatorSettings(game_id))
+    demo = read_atari_reset(src, search_emulator.num_actions, display_name(game_id))
+    alignment = find_alignment(game_id, demo, max_shift, search_emulator)
+    best = alignment.best
+    n = len(demo)
+    if not best.ok:
+        raise UserError(
+            f"no alignment in -{max_shift}..+{max_shift} frames reproduces {demo.path} on this emulator: "
+            f"the best candidate ({describe_shift(best.shift)}) first diverges at frame {best.diverged_at} "
+            f"of {n}: {best.reason} (a larger --max-shift may help if the recording emulator's reset "
+            f"differed more; nothing was written)")
+
+    s = best.shift
+    actions, rewards, lives = replay_plan(demo, s)
+    emu = Emulator(EmulatorSettings(game_id))
+    builder = DemoBuilder(emu)
+    for a in actions:
+        builder.step(a)
+    # The search already compared every frame; this re-checks the recording itself.
+    got = np.asarray(builder.rewards)
+    mismatch = [_reward_mismatch(g, w, demo.signed_rewards_only) for g, w in zip(got, rewards)]
+    lives_got = np.asarray(builder.lives)[max(s, 0):]
+    if any(mismatch) or (lives is not None and not np.array_equal(lives_got, lives)):
+        raise RuntimeError("the emulator is not deterministic: the re-recording differs from the aligned replay")
+
+    recorded = builder.build()
+    others = [x for x in alignment.matching if x != s]
+    detail = {
+        "importer": IMPORTER_NAME,
+        "file": demo.path.name,
+        "sha256": demo.sha256,
+        "file_frames": n,
+        "leading_noop_shift": s,
+        "prepended_noops": max(s, 0),
+        "dropped_leading_actions": max(-s, 0),
+        "dropped_leading_reward_entry": demo.dropped_leading_reward_entry,
+        "dropped_leading_lives_entry": demo.dropped_leading_lives_entry,
+        "checked": demo.checked,
+        "max_shift": max_shift,
+        "other_matching_shifts": others,
+        "file_checkpoints": demo.num_checkpoints,
+        "checkpoints_used": False,
+    }
+    save_demo(recorded, out, source="imported", detail=detail)
+
+    what = "rewards and lives" if demo.lives is not None else "rewards"
+    if demo.signed_rewards_only:
+        what = what.replace("rewards", "reward signs")
+    aligned = "aligned with no shift" if s == 0 else (
+        f"aligned with {describe_shift(s)}" if s > 0 else f"aligned with {describe_shift(s)} ({s:+d})")
+    over = f"all {n} frames" if s >= 0 else f"frames {-s}..{n} of {n} (the dropped actions earn nothing)"
+    parts = [f"imported {demo.path.name}: {aligned}; {what} match over {over} -> {out} "
+             f"({len(recorded)} frames, total return {recorded.total_return:g})"]
+    if others:
+        parts.append(f"shifts {_format_shifts(others)} also reproduce the file; chose {s:+d}, the smallest |shift|"
+                     + (" (prepending NOOPs before dropping actions)" if -s in others else ""))
+    if demo.dropped_leading_reward_entry:
+        parts.append(f"dropped the leading entry of the file's {n + 1} rewards")
+    if demo.dropped_leading_lives_entry:
+        parts.append(f"dropped the leading entry of the file's {n + 2} lives")
+    parts.extend(demo.notes)
+    if demo.num_checkpoints:
+        parts.append(f"the file's {demo.num_checkpoints} checkpoints (old emulator states) were not used")
+    message = "\n  ".join(parts)
+    if report is not None:
+        report(message)
+    return ImportResult(out, s, alignment.matching, len(recorded), n, recorded.total_return, demo.checked, message)
