@@ -1,0 +1,194 @@
+"""``curriculum-ppo inspect RUN_DIR``: the state of a training run on one screen.
+
+Reads only small files (``config.json``, the tail of ``metrics.jsonl``, the
+directory listing), never the checkpoints, so it is instant and safe to run
+while the trainer is writing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from curriculum_ppo.errors import UserError
+
+PLOTS = ("curriculum.png", "score.png", "success.png")
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_latest_metrics(path: Path) -> tuple[dict | None, int]:
+    """(last complete row, number of rows) of ``metrics.jsonl``; a line cut mid-write is skipped."""
+    if not path.exists():
+        return None, 0
+    rows = 0
+    last = None
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows += 1
+            last = row
+    return last, rows
+
+
+def _demo_info(demo: str | None) -> dict:
+    """Game and length of the demo file, from its HDF5 attributes (cheap), or {} if unreadable."""
+    if not demo or not Path(demo).is_file():
+        return {}
+    try:
+        import h5py
+
+        with h5py.File(demo, "r") as f:
+            game = f.attrs.get("game")
+            length = int(f["actions"].shape[0]) if "actions" in f else None
+        return {"game": game.decode() if isinstance(game, bytes) else (str(game) if game is not None else None),
+                "length": length}
+    except Exception:  # noqa: BLE001 - a broken demo must not break inspect
+        return {}
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def collect(run_dir: str | Path) -> dict:
+    """Everything ``inspect`` shows, as a JSON-serialisable dict."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory not found: {run_dir}")
+    config = _read_json(run_dir / "config.json")
+    metrics_path = run_dir / "metrics.jsonl"
+    if config is None and not metrics_path.exists():
+        raise UserError(f"{run_dir} is not a training run directory (no config.json or metrics.jsonl)")
+    config = config or {}
+    now = time.time()
+    latest, rows = read_latest_metrics(metrics_path)
+    demo = _demo_info(config.get("demo"))
+    atari = config.get("atari") or {}
+    summary = {
+        "game": config.get("game") or demo.get("game"),
+        "demo": config.get("demo"),
+        "demo_length": demo.get("length") if demo else (latest or {}).get("demo_length"),
+        "total_frames": config.get("total_frames"),
+        "num_envs": config.get("num_envs"),
+        "num_steps": config.get("num_steps"),
+        "arch": config.get("arch"),
+        "recurrent": config.get("recurrent"),
+        "obs_mode": atari.get("obs_mode"),
+        "seed": config.get("seed"),
+        "version": config.get("version"),
+    }
+    checkpoints = []
+    ckpt_dir = run_dir / "checkpoints"
+    if ckpt_dir.is_dir():
+        for path in sorted(ckpt_dir.glob("*.pt")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            checkpoints.append({"name": path.name, "path": str(path), "bytes": st.st_size,
+                                "age_s": round(now - st.st_mtime, 1)})
+    plots = []
+    for name in PLOTS:
+        path = run_dir / name
+        if path.exists():
+            plots.append({"name": name, "path": str(path), "age_s": round(now - path.stat().st_mtime, 1)})
+    progress = None
+    if latest and summary["total_frames"]:
+        progress = min(1.0, latest.get("frames", 0) / summary["total_frames"])
+    metrics_age = round(now - metrics_path.stat().st_mtime, 1) if metrics_path.exists() else None
+    return {"run_dir": str(run_dir), "config": summary, "updates_logged": rows, "latest": latest,
+            "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots}
+
+
+def _num(value, fmt: str = "{:.1f}", none: str = "-") -> str:
+    return none if value is None else fmt.format(value)
+
+
+def format_report(info: dict) -> str:
+    c, r = info["config"], info["latest"]
+    from curriculum_ppo.emulator import display_name
+
+    game = display_name(c["game"]) if c.get("game") else "unknown game"
+    lines = [f"run {info['run_dir']}: {game}"]
+    demo = f"demo {c['demo']}" + (f" ({c['demo_length']} frames)" if c.get("demo_length") else "") \
+        if c.get("demo") else "no demo (plain PPO from the game start)"
+    lines.append(f"  {demo}")
+    lines.append(f"  budget {_num(c.get('total_frames'), '{:,}')} frames; {c.get('num_envs')} envs x "
+                 f"{c.get('num_steps')} steps; arch {c.get('arch')}{' + GRU' if c.get('recurrent') else ''}, "
+                 f"obs {c.get('obs_mode')}, seed {c.get('seed')}")
+    if r is None:
+        lines.append("latest: no update logged yet")
+    else:
+        age = f", written {_age(info['metrics_age_s'])}" if info.get("metrics_age_s") is not None else ""
+        lines.append(f"latest (update {r.get('updates')}, {info['updates_logged']} rows{age}):")
+        pct = f" ({info['progress']:.0%})" if info.get("progress") is not None else ""
+        lines.append(f"  frames {r.get('frames', 0):,} / {_num(c.get('total_frames'), '{:,}')}{pct}, "
+                     f"{_num(r.get('fps'), '{:,.0f}')} frames/s, {_num(r.get('time'), '{:,.0f}')} s of training")
+        if r.get("curriculum_done"):
+            where = "curriculum done: episodes start at the game start"
+        elif r.get("start_frame") is not None:
+            n = r.get("demo_length")
+            where = f"curriculum start frame {r['start_frame']} / {n}" if n else f"start frame {r['start_frame']}"
+        else:
+            where = "no curriculum"
+        rate = r.get("success_rate")
+        lines.append(f"  {where}; success rate {_num(rate, '{:.0%}')}"
+                     + (f"; moved {r['curriculum_move']}" if r.get("curriculum_move") else ""))
+        lines.append(f"  score mean {_num(r.get('score_mean'))}, max {_num(r.get('score_max'), '{:g}')}, "
+                     f"from game start {_num(r.get('score_from_start_mean'))}, best {_num(r.get('best_score'), '{:g}')}"
+                     f"; {r.get('episodes', 0)} episodes")
+        lines.append(f"  losses: policy {_num(r.get('policy_loss'), '{:.4g}')}, "
+                     f"value {_num(r.get('value_loss'), '{:.4g}')}, "
+                     f"entropy {_num(r.get('entropy'), '{:.3g}')}, kl {_num(r.get('approx_kl'), '{:.2g}')}, "
+                     f"clipfrac {_num(r.get('clipfrac'), '{:.2g}')}, lr {_num(r.get('lr'), '{:.3g}')}")
+    cks = info["checkpoints"]
+    if cks:
+        shown = cks if len(cks) <= 4 else [k for k in cks if k["name"] == "latest.pt"] + \
+            [k for k in cks if k["name"] != "latest.pt"][-3:]
+        parts = [f"{k['name']} ({k['bytes'] / 1e6:.1f} MB, {_age(k['age_s'])})" for k in shown]
+        more = f" (+{len(cks) - len(shown)} older)" if len(cks) > len(shown) else ""
+        lines.append(f"checkpoints ({len(cks)}): " + ", ".join(parts) + more)
+    else:
+        lines.append("checkpoints: none yet")
+    plots = info["plots"]
+    lines.append("plots: " + (", ".join(p["name"] for p in plots) if plots else
+                              f"none (run: curriculum-ppo plot {info['run_dir']})"))
+    return "\n".join(lines)
+
+
+def inspect_run(path: str | Path, as_json: bool = False) -> int:
+    info = collect(path)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_report(info))
+    sys.stdout.flush()
+    return 0
