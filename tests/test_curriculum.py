@@ -1,0 +1,255 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from curriculum_ppo.curriculum import (
+    CurriculumConfig,
+    CurriculumScheduler,
+    StallDetector,
+    UnstickConfig,
+)
+from curriculum_ppo.errors import UserError
+
+N = 2000
+
+
+def make(**overrides):
+    config = CurriculumConfig(**{"window": 200, "min_episodes": 20, "collapse_min_episodes": 100, **overrides})
+    return CurriculumScheduler(N, config)
+
+
+def record_many(sched, start, successes, failures):
+    for _ in range(successes):
+        sched.record(start, True)
+    for _ in range(failures):
+        sched.record(start, False)
+
+
+def test_starts_near_the_end_and_samples_in_window():
+    sched = make()
+    assert sched.start_frame == N - 200 and sched.window_end == N - 1
+    rng = np.random.default_rng(0)
+    starts = [sched.sample_start(rng) for _ in range(500)]
+    assert min(starts) >= N - 200 and max(starts) <= N - 1
+    assert not sched.done
+
+
+def test_moves_back_at_threshold_and_not_below():
+    sched = make()
+    front = sched.start_frame
+    record_many(sched, front, successes=3, failures=17)  # 15% < 20%
+    assert sched.update() is None and sched.start_frame == front
+    sched = make()
+    record_many(sched, front, successes=4, failures=16)  # exactly 20%
+    assert sched.update() == "back"
+    assert sched.start_frame == front - 100  # default step = window // 2
+    assert sched.stats()["window_episodes"] == 0  # statistics reset after the move
+    assert sched.history == [(0, front), (20, front - 100)]
+
+
+def test_needs_min_episodes_before_deciding():
+    sched = make()
+    record_many(sched, sched.start_frame, successes=19, failures=0)
+    assert sched.update() is None
+    sched.record(sched.start_frame, True)
+    assert sched.update() == "back"
+
+
+def test_starts_behind_the_window_do_not_drive_moves():
+    sched = CurriculumScheduler(N, make().config, initial_start=1000)
+    record_many(sched, 1500, successes=50, failures=0)  # behind the window [1000, 1199]
+    assert sched.update() is None
+    assert sched.stats()["behind_success_rate"] == 1.0
+    assert math.isnan(sched.stats()["window_success_rate"])
+
+
+def test_never_below_zero_and_done_after_success_at_zero():
+    sched = CurriculumScheduler(N, CurriculumConfig(window=200, min_episodes=5, step=150), initial_start=100)
+    record_many(sched, 100, successes=5, failures=0)
+    assert sched.update() == "back" and sched.start_frame == 0
+    assert not sched.done
+    record_many(sched, 0, successes=5, failures=0)
+    assert sched.update() == "done" and sched.done and sched.start_frame == 0
+    record_many(sched, 0, successes=5, failures=0)
+    assert sched.update() is None and sched.start_frame == 0  # done is sticky
+
+
+def test_moves_forward_on_collapse_but_never_past_initial():
+    sched = make()
+    initial = sched.start_frame
+    record_many(sched, initial, successes=20, failures=0)
+    assert sched.update() == "back"
+    record_many(sched, sched.start_frame, successes=0, failures=99)
+    assert sched.update() is None  # not enough episodes for a collapse verdict
+    sched.record(sched.start_frame, False)
+    assert sched.update() == "forward" and sched.start_frame == initial
+    record_many(sched, sched.start_frame, successes=0, failures=200)
+    assert sched.update() is None and sched.start_frame == initial
+
+
+def test_old_statistics_are_forgotten():
+    """Counts are halved past max_window_episodes so the rate follows recent performance."""
+    sched = make(max_window_episodes=200)
+    record_many(sched, sched.start_frame, successes=0, failures=150)
+    assert sched.update() is None  # collapse at the initial start: nowhere to go
+    record_many(sched, sched.start_frame, successes=1, failures=59)
+    assert sched.update() is None  # 210 episodes -> halved
+    assert sched.stats()["window_episodes"] == pytest.approx(105.0)
+    # 40 recent successes now outweigh the halved failures: 40.5 / 145 >= 20%.
+    # Without forgetting it would be 41 / 250 < 20%.
+    record_many(sched, sched.start_frame, successes=40, failures=0)
+    assert sched.update() == "back"
+
+
+def test_random_later_fraction():
+    sched = CurriculumScheduler(N, CurriculumConfig(window=200), initial_start=1000)
+    rng = np.random.default_rng(123)
+    starts = np.array([sched.sample_start(rng) for _ in range(10_000)])
+    behind = starts > sched.window_end
+    assert 0.18 < behind.mean() < 0.22
+    assert starts[behind].max() <= N - 1 and starts.min() >= 1000
+    # roughly uniform over the 800 frames behind the window
+    assert abs(np.median(starts[behind]) - 1600) < 40
+
+
+def test_no_room_behind_means_all_in_window():
+    sched = make()
+    rng = np.random.default_rng(0)
+    assert all(sched.sample_start(rng) >= sched.start_frame for _ in range(200))
+
+
+def test_worker_spreading_covers_window_by_strata():
+    sched = CurriculumScheduler(N, CurriculumConfig(window=200, random_start_fraction=0.0), initial_start=1000)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(400):
+        for worker in range(8):
+            start = sched.sample_start(rng, worker_index=worker, num_workers=8)
+            assert 1000 + worker * 25 <= start < 1000 + (worker + 1) * 25
+            seen.add(start)
+    assert seen == set(range(1000, 1200))
+
+
+def test_frame_granularity():
+    sched = CurriculumScheduler(1001, CurriculumConfig(window=100, min_episodes=1), frame_granularity=4)
+    rng = np.random.default_rng(0)
+    assert sched.start_frame % 4 == 0
+    assert all(sched.sample_start(rng) % 4 == 0 for _ in range(100))
+    sched.record(sched.start_frame + 3, True)
+    assert sched.update() == "back" and sched.start_frame % 4 == 0
+
+
+def test_state_dict_round_trip_reproduces_decisions():
+    rng = np.random.default_rng(5)
+    a = make()
+    for _ in range(30):
+        a.record(a.sample_start(rng), bool(rng.random() < 0.5))
+    a.update()
+    a.record(a.start_frame, True)  # pending, not yet applied
+    state = json.loads(json.dumps(a.state_dict()))
+    b = make()
+    b.load_state_dict(state)
+    assert b.state_dict() == a.state_dict()
+    for _ in range(300):
+        start = a.sample_start(rng)
+        success = bool(rng.random() < 0.3)
+        a.record(start, success)
+        b.record(start, success)
+        assert a.update() == b.update()
+        assert a.start_frame == b.start_frame
+    assert a.history == b.history and len(a.history) > 2
+
+
+def test_load_rejects_other_demo():
+    state = make().state_dict()
+    with pytest.raises(UserError):
+        CurriculumScheduler(N + 1, CurriculumConfig(window=200)).load_state_dict(state)
+
+
+def test_merged_ranks_decide_like_one_scheduler():
+    rng = np.random.default_rng(7)
+    ranks = [make(), make()]
+    single = make()
+    for _ in range(40):
+        for rank in ranks:
+            for _ in range(3):
+                start = rank.sample_start(rng)
+                success = bool(rng.random() < 0.6 * (start - 1500) / 500)
+                rank.record(start, success)
+                single.record(start, success)
+        # What torch.distributed.all_reduce(SUM) does, simulated across the two ranks.
+        pending = [rank.take_pending_counts() for rank in ranks]
+        assert pending[0].shape == (ranks[0].vector_size,) and pending[0].dtype == np.float64
+        summed = pending[0] + pending[1]
+        moves = [rank.update(all_reduce=lambda _v: summed) for rank in ranks]
+        expected = single.update()
+        assert moves == [expected, expected]
+        assert ranks[0].start_frame == ranks[1].start_frame == single.start_frame
+    assert single.moves >= 1
+
+
+def test_simulated_agent_converges_to_frame_zero():
+    """The agent masters frames within `skill` of the demo end; practice near its frontier extends it."""
+    rng = np.random.default_rng(0)
+    sched = CurriculumScheduler(N, CurriculumConfig(window=100, min_episodes=32, collapse_min_episodes=512))
+    skill = 50.0
+    for _ in range(3000):
+        for worker in range(16):
+            start = sched.sample_start(rng, worker, 16)
+            distance = N - start
+            success = rng.random() < 1.0 / (1.0 + math.exp((distance - skill) / 15.0))
+            if abs(distance - skill) < 60:
+                skill += 0.3
+            sched.record(start, success)
+        sched.update()
+        if sched.done:
+            break
+    assert sched.done and sched.start_frame == 0
+    frames = [f for _, f in sched.history]
+    assert frames[0] == N - 100 and frames[-1] == 0
+
+
+def test_config_validation():
+    with pytest.raises(UserError):
+        CurriculumConfig(window=0)
+    with pytest.raises(UserError):
+        CurriculumConfig(collapse_threshold=0.3)
+    with pytest.raises(UserError):
+        CurriculumScheduler(10, CurriculumConfig(), initial_start=10)
+
+
+# ----------------------------------------------------------------- stalls
+def test_stall_detector_decays_after_patience_and_respects_min_scale():
+    det = StallDetector(UnstickConfig(patience_frames=100, decay=0.5, min_scale=0.2))
+    assert det.update(0, 500) is None
+    assert det.update(99, 500) is None
+    assert det.update(100, 500) == 0.5
+    assert det.update(150, 500) is None  # patience restarts after a decay
+    assert det.update(200, 500) == 0.25
+    assert det.update(300, 500) == 0.2
+    assert det.update(400, 500) is None and det.scale == 0.2
+
+
+def test_stall_detector_resets_on_new_lowest_start():
+    det = StallDetector(UnstickConfig(patience_frames=100))
+    det.update(0, 500)
+    assert det.update(90, 400) is None  # progress at 90
+    assert det.update(180, 400) is None
+    assert det.update(185, 500) is None  # forward move: no progress, but no reset either
+    assert det.update(189, 400) is None  # back to the old best: not new progress...
+    assert det.update(190, 400) == 0.5  # ...so patience still counts from the progress at 90
+
+
+def test_stall_detector_disabled_and_state_round_trip():
+    det = StallDetector(UnstickConfig(patience_frames=10, enabled=False))
+    det.update(0, 5)
+    assert det.update(1000, 5) is None and det.scale == 1.0
+    a = StallDetector(UnstickConfig(patience_frames=10))
+    a.update(0, 5)
+    a.update(10, 5)
+    b = StallDetector(UnstickConfig(patience_frames=10))
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.scale == a.scale == 0.5
+    assert a.update(20, 5) == b.update(20, 5) == 0.25
