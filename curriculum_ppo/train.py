@@ -68,6 +68,8 @@ class TrainConfig:
     checkpoint_every: int = 50
     """Updates between periodic checkpoints (``latest.pt`` is rewritten every ``latest_every`` updates)."""
     latest_every: int = 5
+    max_seconds: float | None = None
+    """Stop (with a checkpoint) after this much training wall-clock time, whatever the frame budget."""
     status_every: float = 5.0
     """Seconds between console status lines."""
     env_kind: str = "atari"
@@ -422,6 +424,7 @@ class Trainer:
         """Run until the frame budget is spent or a signal arrives; returns an exit code."""
         cfg = self.config
         previous = self._install_signal_handlers()
+        update_thread = None
         frames_per_update = cfg.num_steps * cfg.num_envs * cfg.atari.frameskip * self.dist.world_size
         if cfg.env_kind == "toy":
             frames_per_update = cfg.num_steps * cfg.num_envs * self.dist.world_size
@@ -444,6 +447,8 @@ class Trainer:
                       f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
                       f"run dir {self.run_dir}", flush=True)
             while self.frames < cfg.total_frames and self._stop_signal is None:
+                if cfg.max_seconds is not None and time.time() - t0 >= cfg.max_seconds:
+                    break
                 tick = time.time()
                 initial_hidden = None if hidden is None else hidden.clone()
                 episodes, hidden = self._collect(self.behaviour, buffers, hidden)
@@ -502,6 +507,8 @@ class Trainer:
         path = self.save_checkpoint()
         if self.dist.is_main:
             self._plots()
+        if self.dist.world_size > 1:
+            self._check_ranks_agree()
         if self._stop_signal is not None:
             if not self.quiet:
                 print(f"stopped by {self._stop_signal} at {self.frames} frames; checkpoint saved to {path}; "
@@ -510,6 +517,36 @@ class Trainer:
         if not self.quiet:
             print(f"done: {self.frames} frames; checkpoint {path}")
         return 0
+
+    def _check_ranks_agree(self) -> None:
+        """Cheap end-of-run sanity check: all ranks hold the same weights and curriculum.
+
+        Each rank writes ``ranks/rank<r>.json`` (parameter checksum, curriculum
+        state); rank 0 compares the all-gathered checksums and says so.
+        """
+        import hashlib
+
+        import torch.distributed as tdist
+
+        digest = hashlib.sha256()
+        for tensor in self.policy.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        sched = self.scheduler.state_dict() if self.scheduler else None
+        report = {"rank": self.dist.rank, "world_size": self.dist.world_size, "frames": self.frames,
+                  "updates": self.updates, "param_sha256": digest.hexdigest(),
+                  "curriculum": {"start_frame": self.start_frame, "moves": self.scheduler.moves if self.scheduler else 0,
+                                 "sha256": hashlib.sha256(json.dumps(sched, sort_keys=True).encode()).hexdigest()}}
+        directory = self.run_dir / "ranks"
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / f"rank{self.dist.rank}.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        gathered = [None] * self.dist.world_size
+        tdist.all_gather_object(gathered, (report["param_sha256"], report["curriculum"]["sha256"]))
+        if self.dist.is_main:
+            same = len(set(gathered)) == 1
+            print(f"{self.dist.world_size} ranks {'agree' if same else 'DISAGREE'} on weights and curriculum", flush=True)
+            if not same:
+                raise RuntimeError(f"ranks diverged: {gathered}")
 
     @staticmethod
     def _join(thread) -> None:

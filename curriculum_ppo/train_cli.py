@@ -18,7 +18,7 @@ KNOBS = {
     "frames": (None, "total_frames"), "num_envs": (None, "num_envs"), "workers": (None, "num_workers"),
     "steps": (None, "num_steps"), "seed": (None, "seed"), "device": (None, "device"),
     "arch": (None, "arch"), "recurrent": (None, "recurrent"), "threads": (None, "torch_threads"),
-    "status_every": (None, "status_every"), "checkpoint_every": (None, "checkpoint_every"),
+    "status_every": (None, "status_every"), "minutes": (None, "max_seconds"), "checkpoint_every": (None, "checkpoint_every"),
     "obs": ("atari", "obs_mode"), "warmup_steps": ("atari", "warmup_steps"),
     "lr": ("ppo", "lr"), "ent_coef": ("ppo", "ent_coef"), "gamma": ("ppo", "gamma"),
     "gae_lambda": ("ppo", "gae_lambda"), "epochs": ("ppo", "num_epochs"), "minibatches": ("ppo", "num_minibatches"),
@@ -29,7 +29,7 @@ KNOBS = {
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
 }
-RUNTIME = {"frames", "device", "workers", "status_every", "threads", "checkpoint_every"}
+RUNTIME = {"minutes", "frames", "device", "workers", "status_every", "threads", "checkpoint_every"}
 
 
 def add_train_parser(sub) -> None:
@@ -42,6 +42,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--no-curriculum", action="store_true", help="plain PPO from the game start (baseline)")
     g = p.add_argument_group("run")
     g.add_argument("--frames", type=int, help="budget in emulator frames (default 10M)")
+    g.add_argument("--minutes", type=lambda v: float(v) * 60, help="stop after this many minutes of training")
     g.add_argument("--num-envs", type=int, help="parallel environments per process (default 8)")
     g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Does it learn? Curriculum PPO vs. plain PPO on the bundled Montezuma's Revenge room-1 demo.
+
+1. Train with the backward curriculum from ``demos/MontezumaRevenge-room1.h5``
+   (the defaults of ``curriculum-ppo train``) within a frame and time budget.
+   Record when the start frame first reached 0 and when the curriculum finished
+   (the agent ties the demo from the real game start often enough).
+2. Evaluate that agent from the **real game start** (no demo): 20 episodes.
+3. Baseline: plain PPO from the game start (same network, PPO settings and the
+   same number of frames the curriculum run used), evaluated the same way.
+
+Writes JSON (updated every ``--report-every`` seconds while training, so a long
+run can be watched) and a PNG (curriculum progress + scores).
+
+Usage: python scripts/bench_learning.py [--frames 10000000] [--minutes 60] [--baseline-minutes M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "demos" / "MontezumaRevenge-room1.h5"
+RESULTS = ROOT / "scripts" / "results"
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
+def curriculum_summary(rows: list[dict]) -> dict:
+    reached0 = next((r for r in rows if r.get("start_frame") == 0), None)
+    done = next((r for r in rows if r.get("curriculum_done")), None)
+    last = rows[-1] if rows else {}
+    return {
+        "frames": last.get("frames", 0), "seconds": last.get("time", 0.0),
+        "final_start_frame": last.get("start_frame"), "lowest_start_frame": min(
+            (r["start_frame"] for r in rows if r.get("start_frame") is not None), default=None),
+        "frames_to_start_frame_0": reached0["frames"] if reached0 else None,
+        "seconds_to_start_frame_0": reached0["time"] if reached0 else None,
+        "frames_to_curriculum_done": done["frames"] if done else None,
+        "seconds_to_curriculum_done": done["time"] if done else None,
+        "start_frame_history": [(r["frames"], r["start_frame"]) for r in rows if r.get("curriculum_move")],
+        "best_score": last.get("best_score"),
+    }
+
+
+def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int) -> int:
+    cmd = [sys.executable, "-m", "curriculum_ppo", "train", "--run-dir", str(run_dir), "--frames", str(frames),
+           "--minutes", str(minutes), "--status-every", "60", *extra]
+    if args.num_envs:
+        cmd += ["--num-envs", str(args.num_envs)]
+    if run_dir.joinpath("checkpoints", "latest.pt").exists():
+        cmd = [c for c in cmd if c not in extra] + ["--resume"]
+    print("$", " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
+def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
+    cmd = [sys.executable, "-m", "curriculum_ppo", "evaluate", "--checkpoint", str(run_dir / "checkpoints" / "latest.pt"),
+           "--episodes", str(episodes), "--protocol", "plain", "--max-frames", "18000", "--json", str(out),
+           "--progress-every", "30"]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    data = json.loads(out.read_text())
+    row = data["protocols"][0] if "protocols" in data else data["results"][0]
+    scores = row.get("scores") or [e["score"] for e in row.get("episodes", [])]
+    return {"episodes": len(scores), "scores": scores}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10_000_000)
+    parser.add_argument("--minutes", type=float, default=60.0, help="training time budget of the curriculum run")
+    parser.add_argument("--baseline-minutes", type=float, default=None,
+                        help="time budget of the plain-PPO baseline (default: same as the curriculum run used)")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--num-envs", type=int, default=None)
+    parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--report-every", type=float, default=60.0)
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = RESULTS / "bench_learning.json", RESULTS / "bench_learning.png"
+    demo_return = 400.0
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
+              "cpus": os.cpu_count(), "command": " ".join(sys.argv), "demo": str(DEMO.relative_to(ROOT)),
+              "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
+
+    def write():
+        report["curriculum"] = {**report.get("curriculum", {}), **curriculum_summary(read_rows(out_dir / "curriculum"))}
+        if not args.skip_baseline:
+            rows = read_rows(out_dir / "baseline")
+            report["baseline"] = {**report.get("baseline", {}), "frames": rows[-1]["frames"] if rows else 0,
+                                  "best_score": rows[-1].get("best_score") if rows else None}
+        json_path.write_text(json.dumps(report, indent=2))
+
+    stop = threading.Event()
+
+    def reporter():
+        while not stop.wait(args.report_every):
+            write()
+    threading.Thread(target=reporter, daemon=True).start()
+
+    train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames)
+    write()
+    cur = report["curriculum"]
+    cur["eval_from_game_start"] = evaluate(out_dir / "curriculum", args.episodes, out_dir / "curriculum_eval.json")
+    if not args.skip_baseline:
+        minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
+        train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
+        write()
+        report["baseline"]["eval_from_game_start"] = evaluate(out_dir / "baseline", args.episodes,
+                                                              out_dir / "baseline_eval.json")
+    stop.set()
+    for key in ("curriculum", "baseline"):
+        if key in report and "eval_from_game_start" in report[key]:
+            scores = report[key]["eval_from_game_start"]["scores"]
+            report[key]["fraction_ge_demo_return"] = sum(s >= demo_return for s in scores) / max(1, len(scores))
+            report[key]["mean_score"] = sum(scores) / max(1, len(scores))
+    cur["goal_met"] = bool(cur.get("frames_to_start_frame_0") is not None
+                           and cur.get("fraction_ge_demo_return", 0) >= 0.5 and cur["frames"] <= 10_000_000)
+    json_path.write_text(json.dumps(report, indent=2))
+    plot(out_dir, png_path, report)
+    print_table(report)
+    print(f"wrote {json_path} and {png_path}")
+
+
+def plot(out_dir: Path, png_path: Path, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = read_rows(out_dir / "curriculum")
+    a1.step([r["frames"] / 1e6 for r in rows], [r["start_frame"] for r in rows], where="post")
+    a1.set_xlabel("frames (M)"), a1.set_ylabel("start frame in the demo"), a1.set_title("curriculum progress")
+    a1.grid(alpha=0.3)
+    for key, label in (("curriculum", "curriculum PPO"), ("baseline", "plain PPO")):
+        rows = read_rows(out_dir / key)
+        xs = [r["frames"] / 1e6 for r in rows if r.get("score_from_start_mean") is not None]
+        ys = [r["score_from_start_mean"] for r in rows if r.get("score_from_start_mean") is not None]
+        if xs:
+            a2.plot(xs, ys, label=f"{label}: episodes from the game start")
+    a2.axhline(report["demo_return"], color="gray", ls="--", label="demo return")
+    a2.set_xlabel("frames (M)"), a2.set_ylabel("mean score (last 100 episodes)"), a2.legend(), a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+
+
+def print_table(report: dict) -> None:
+    print(f"{'run':<12} {'frames':>10} {'minutes':>8} {'start frame':>12} {'eval mean':>10} {'>= demo':>8}")
+    for key in ("curriculum", "baseline"):
+        r = report.get(key)
+        if not r:
+            continue
+        print(f"{key:<12} {r.get('frames', 0):>10} {r.get('seconds', 0) / 60 if 'seconds' in r else float('nan'):>8.1f} "
+              f"{str(r.get('final_start_frame', '-')):>12} {r.get('mean_score', float('nan')):>10.1f} "
+              f"{r.get('fraction_ge_demo_return', float('nan')):>8.0%}")
+
+
+if __name__ == "__main__":
+    main()
