@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions", help="replay this action script (lines 'ACTION_NAME [repeat]') instead of playing")
     p.add_argument("--resume", action="store_true", help="continue the demo in --out from its last frame")
     p.add_argument("--store-frames", action="store_true", help="also store every RGB screen (gzip)")
-    p.add_argument("--state-interval", type=int, default=20, help="frames between saved emulator states")
+    p.add_argument("--state-interval", type=int, default=10, help="frames between saved emulator states (default 10)")
     p.add_argument("--scale", type=int, default=3, help="window scale factor (interactive)")
     p.add_argument("--fps", type=float, default=30.0, help="initial playback speed in frames/s (interactive)")
     p.add_argument("--autosave", type=int, default=3000, help="save every N new frames (interactive, 0 = off)")

@@ -44,7 +44,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--frames", type=int, help="budget in emulator frames (default 10M)")
     g.add_argument("--minutes", type=lambda v: float(v) * 60, help="stop after this many minutes of training")
     g.add_argument("--num-envs", type=int, help="parallel environments per process (default 8)")
-    g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores)")
+    g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores; 0 = step the envs in the learner process)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -129,7 +129,7 @@ def _validate(config) -> None:
     checks = [
         (config.total_frames > 0, "--frames must be positive"),
         (config.num_envs > 0, "--num-envs must be positive"),
-        (config.num_workers is None or config.num_workers > 0, "--workers must be positive"),
+        (config.num_workers is None or config.num_workers >= 0, "--workers must be >= 0 (0: envs in the learner process)"),
         (config.num_steps > 0, "--steps must be positive"),
         (config.ppo.lr > 0, "--lr must be positive"),
         (config.ppo.num_epochs > 0 and config.ppo.num_minibatches > 0, "--epochs and --minibatches must be positive"),

@@ -16,7 +16,9 @@ from curriculum_ppo.errors import UserError
 from curriculum_ppo.train import Trainer, TrainConfig, load_checkpoint
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
-TINY = ["--num-envs", "2", "--workers", "1", "--steps", "32", "--status-every", "0", "--minibatches", "2"]
+# --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
+# cost of worker processes (test_a_dying_worker... and the tiny_run fixture use real workers).
+TINY = ["--num-envs", "2", "--workers", "0", "--steps", "32", "--status-every", "0", "--minibatches", "2"]
 
 
 def cli(*args, timeout=300, **kwargs):
@@ -31,7 +33,8 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
-    result = cli("train", "--demo", DEMO, "--run-dir", str(run_dir), "--frames", "1280", *TINY)
+    result = cli("train", "--demo", DEMO, "--run-dir", str(run_dir), "--frames", "1280", *TINY[:2], "--workers", "1",
+                 *TINY[4:])
     assert result.returncode == 0, result.stderr
     return run_dir, result
 

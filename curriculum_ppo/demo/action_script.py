@@ -32,7 +32,7 @@ def parse_action_script(text: str, action_names: list[str], source: str = "<scri
         if len(parts) > 2:
             raise UserError(f"{source}:{number}: expected 'ACTION_NAME [repeat]', got '{body}'")
         token = parts[0]
-        if token.lstrip("-").isdigit():
+        if token.removeprefix("-").isdecimal():
             action = int(token)
             if not 0 <= action < len(action_names):
                 raise UserError(f"{source}:{number}: action index {action} is out of range 0..{len(action_names) - 1}")
@@ -42,7 +42,7 @@ def parse_action_script(text: str, action_names: list[str], source: str = "<scri
             raise UserError(f"{source}:{number}: unknown action '{token}'; this game's actions are {' '.join(action_names)}")
         repeat = 1
         if len(parts) == 2:
-            if not parts[1].isdigit() or int(parts[1]) < 1:
+            if not parts[1].isdecimal() or int(parts[1]) < 1:
                 raise UserError(f"{source}:{number}: repeat must be a positive integer, got '{parts[1]}'")
             repeat = int(parts[1])
         lines.append(ScriptLine(number, action, repeat))

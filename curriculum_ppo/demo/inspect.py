@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import h5py
 import numpy as np
 
 from curriculum_ppo.demo.store import Demo
@@ -14,6 +15,10 @@ from curriculum_ppo.video import overlay_text, upscale, write_mp4, write_png
 
 def summarize(demo: Demo) -> dict:
     size = os.path.getsize(demo.path) if demo.path and os.path.exists(demo.path) else None
+    has_frames = demo.frames is not None
+    if not has_frames and size is not None:  # load_demo skips /frames unless asked; look in the file
+        with h5py.File(demo.path, "r") as f:
+            has_frames = "frames" in f
     return {
         "game": demo.game,
         "frames": len(demo),
@@ -25,7 +30,7 @@ def summarize(demo: Demo) -> dict:
         "created": demo.attrs.get("created"),
         "states": len(demo.states),
         "state_interval": demo.attrs.get("state_interval"),
-        "has_frames": demo.frames is not None or None,
+        "has_frames": has_frames,
         "reward_events": [{"frame": t, "reward": r} for t, r in demo.reward_events()],
         "lives_lost_at": demo.life_losses(),
         "file_size_bytes": size,

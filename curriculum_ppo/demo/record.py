@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from curriculum_ppo.demo import schema
 from curriculum_ppo.demo.action_script import expand, read_action_script
 from curriculum_ppo.demo.store import Demo, DemoBuilder, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, resolve_game
 
 
 def record_script(game: str, script: str | Path, out: str | Path, *, store_frames: bool = False,
-                  state_interval: int = 20) -> Demo:
+                  state_interval: int = schema.DEFAULT_STATE_INTERVAL) -> Demo:
     """Replay an action script from the game's start and save it as a demo (source 'scripted')."""
     emu = Emulator(EmulatorSettings(resolve_game(game)))
     lines = read_action_script(script, emu.action_names)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 
 FORMAT_NAME = "curriculum_ppo.demo"
 SCHEMA_VERSION = 1
-DEFAULT_STATE_INTERVAL = 20
+DEFAULT_STATE_INTERVAL = 10
 SOURCES = ("recorded", "scripted", "imported")
 
 #: attribute -> (python type(s), meaning). Written on the file's root group.

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curriculum_ppo.demo import schema
 from curriculum_ppo.demo.store import DemoBuilder, load_demo, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
 from curriculum_ppo.errors import UserError
@@ -248,7 +249,7 @@ class RecordingSession:
     # --- construction -----------------------------------------------------------------
     @classmethod
     def start(cls, game: str, out: str | os.PathLike, *, resume: bool = False, store_frames: bool = False,
-              state_interval: int = 20, fps: float = 30.0, autosave: int = 3000, paused: bool = False,
+              state_interval: int = schema.DEFAULT_STATE_INTERVAL, fps: float = 30.0, autosave: int = 3000, paused: bool = False,
               log=None) -> "RecordingSession":
         """Open a new recording, or continue ``out`` with ``resume=True``.
 

@@ -9,6 +9,7 @@ emulator and supports truncation (the recorder's rewind).
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -144,8 +145,11 @@ def save_demo(demo: Demo, path: str | os.PathLike, *, source: str | None = None,
     for i, s in enumerate(demo.states):
         packed[i, : len(s)] = np.frombuffer(s, dtype=np.uint8)
 
+    # HDF5 is built in memory and written with plain Python I/O: when libhdf5 itself hits a
+    # write error (disk full, EFBIG) it leaves the file half-closed and h5py can segfault.
+    buffer = io.BytesIO()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(buffer, "w") as f:
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.create_dataset("actions", data=demo.actions.astype(np.uint8), compression="gzip")
@@ -160,6 +164,7 @@ def save_demo(demo: Demo, path: str | os.PathLike, *, source: str | None = None,
             if demo.frames is not None:
                 f.create_dataset("frames", data=demo.frames, compression="gzip",
                                  chunks=(1,) + demo.frames.shape[1:])
+        tmp.write_bytes(buffer.getbuffer())
     demo.path = path
     demo.attrs = attrs
     return path
@@ -218,7 +223,10 @@ def load_demo(path: str | os.PathLike, *, load_frames: bool = False, check_rom: 
         raise UserError(f"{path}: {exc}") from None
     except (OSError, KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    demo.game = resolve_game(demo.game)
+    try:
+        demo.game = resolve_game(demo.game)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     if check_rom:
         demo.check_rom()
     return demo

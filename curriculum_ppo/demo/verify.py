@@ -33,11 +33,6 @@ def verify_demo(demo: Demo) -> VerifyResult:
     def fail(t: int, reason: str) -> VerifyResult:
         return VerifyResult(False, n, demo.total_return, t, reason)
 
-    for k, frame in enumerate(demo.state_frames):
-        emu.restore_state(demo.states[k])
-        if not np.array_equal(emu.ram(), demo.ram[frame]):
-            return fail(int(frame), f"saved state at frame {frame} does not restore the recorded RAM")
-
     emu.restore_state(demo.states[0])
     if not np.array_equal(emu.ram(), demo.ram[0]):
         return fail(0, "the frame-0 state does not match the recorded RAM")
@@ -51,4 +46,11 @@ def verify_demo(demo: Demo) -> VerifyResult:
         if not np.array_equal(ram, demo.ram[t + 1]):
             byte = int(np.flatnonzero(ram != demo.ram[t + 1])[0])
             return fail(t, f"after action {t} RAM byte {byte} is {ram[byte]}, the demo recorded {demo.ram[t + 1][byte]}")
+
+    # Saved states are checked after the replay, so first_divergence is the earliest action
+    # index along the demo (a wrong RAM row at a state frame f is action f-1, as for any frame).
+    for k, frame in enumerate(demo.state_frames):
+        emu.restore_state(demo.states[k])
+        if not np.array_equal(emu.ram(), demo.ram[frame]):
+            return fail(int(frame), f"saved state at frame {frame} does not restore the recorded RAM")
     return VerifyResult(True, n, demo.total_return, None, None)
