@@ -155,8 +155,14 @@ class PPOLearner:
         if hasattr(self.module, "set_mixed_precision"):
             # On the module, not around the update, so rollouts (act) use identical numerics.
             self.module.set_mixed_precision(torch.bfloat16 if use_amp else None)
-        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.config.lr, eps=self.config.adam_eps)
+        # Fused Adam on CUDA: one kernel for all parameters instead of several per tensor.
+        fused = True if self.device.type == "cuda" else None
+        self.optimizer = torch.optim.Adam(policy.parameters(), lr=self.config.lr, eps=self.config.adam_eps, fused=fused)
         self._ddp = isinstance(policy, nn.parallel.DistributedDataParallel)
+        # Minibatch shuffling has its own generator (seeded from the global one, so torch.manual_seed still
+        # makes runs reproducible): the update may run in a background thread while rollouts draw from the
+        # global generator, and the shuffle order then must not depend on thread timing. Checkpointed too.
+        self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
 
     # ------------------------------------------------------------------ update
     def update(self, batch: RolloutBatch, lr_scale: float = 1.0, ent_scale: float = 1.0) -> dict[str, float]:
@@ -175,20 +181,9 @@ class PPOLearner:
             group["lr"] = lr
 
         T, B = batch.num_steps, batch.num_envs
-        # Recurrent: shuffle whole environment columns; feed-forward: shuffle single transitions.
-        n_units = B if self.recurrent else T * B
-        n_mb = max(1, min(cfg.num_minibatches, n_units))
         mask_cpu = batch.loss_mask.detach().to("cpu", torch.float32)  # the one up-front sync
-        unit_mask = mask_cpu.sum(0) if self.recurrent else mask_cpu.reshape(-1)
-        perms = torch.stack([torch.randperm(n_units) for _ in range(cfg.num_epochs)])
-        valid = torch.stack([torch.stack([unit_mask[idx].sum() for idx in p.tensor_split(n_mb)]) for p in perms])
-        if self._ddp and torch.distributed.is_initialized():
-            # Every rank must run the same number of backward passes, or DDP deadlocks.
-            valid = valid.to(self.device)
-            torch.distributed.all_reduce(valid)
-            valid = valid.cpu()
-        run_mb = (valid > 0).tolist()
-
+        perms, run_mb = self._plan_minibatches(mask_cpu)
+        n_mb = len(run_mb[0])
         data = batch.to(self.device)
         perms = perms.to(self.device, non_blocking=True)
         if not self.recurrent:  # flatten [T, B] -> [T*B] once
@@ -243,6 +238,29 @@ class PPOLearner:
         )
         return out
 
+    def _plan_minibatches(self, mask_cpu: Tensor) -> tuple[Tensor, list[list[bool]]]:
+        """Shuffle orders for all epochs ([epochs, units]) and which minibatches have any valid sample.
+
+        Units are environment columns (recurrent: whole sequences stay together)
+        or single transitions (feed-forward). A minibatch without valid samples
+        is skipped: its loss is zero, but an Adam step would still move the
+        weights along the stale momentum.
+        """
+        cfg = self.config
+        T, B = mask_cpu.shape
+        unit_mask = mask_cpu.sum(0) if self.recurrent else mask_cpu.reshape(-1)
+        n_units = unit_mask.numel()
+        n_mb = max(1, min(cfg.num_minibatches, n_units))
+        perms = torch.stack([torch.randperm(n_units, generator=self.generator) for _ in range(cfg.num_epochs)])
+        valid = torch.stack([torch.stack([unit_mask[idx].sum() for idx in p.tensor_split(n_mb)]) for p in perms])
+        if self._ddp and torch.distributed.is_initialized():
+            # Every rank must run the same number of backward passes (DDP all-reduces inside each one), so a
+            # minibatch slot is skipped only when it is empty on all ranks.
+            valid = valid.to(self.device)
+            torch.distributed.all_reduce(valid)
+            valid = valid.cpu()
+        return perms, (valid > 0).tolist()
+
     def _minibatch_step(self, logits: Tensor, new_values: Tensor, mb: dict[str, Tensor], ent_coef: float) -> Tensor:
         """One gradient step; returns [policy_loss, value_loss, entropy, approx_kl, clipfrac, grad_norm]."""
         cfg = self.config
@@ -286,10 +304,11 @@ class PPOLearner:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Policy weights, optimizer state and config, for checkpoints (device-independent via map_location)."""
+        """Policy weights, optimizer state, shuffle RNG and config, for checkpoints (load with map_location)."""
         return {
             "policy": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
             "config": asdict(self.config),
         }
 
@@ -297,3 +316,5 @@ class PPOLearner:
         """Restore policy weights and optimizer state (the config of the running learner is kept)."""
         self.module.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"].cpu())

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curriculum_ppo.errors import UserError
@@ -43,13 +44,21 @@ class PolicyConfig:
 
     ``obs_shape`` is (C, H, W) of one uint8 observation, C being stacked frames
     times colour channels: (4, 84, 84) for 4 grayscale frames, (12, 105, 80) for
-    4 RGB frames at half Atari resolution.
+    4 RGB frames at half Atari resolution. ``hidden_size`` overrides the FC (and
+    GRU) width of the architecture (512 nature, 800 large); small values make
+    quick experiments and tests cheap.
     """
 
     num_actions: int
     arch: str = "nature"
     recurrent: bool = False
     obs_shape: tuple[int, int, int] = (4, 84, 84)
+    hidden_size: int | None = None
+
+    def __post_init__(self) -> None:
+        self.obs_shape = tuple(int(x) for x in self.obs_shape)  # JSON round trips turn it into a list
+        if len(self.obs_shape) != 3:
+            raise UserError(f"obs_shape must be (C, H, W), got {self.obs_shape}")
 
 
 # (out_channels, kernel, stride) per conv layer, and the FC width.
@@ -126,6 +135,7 @@ class ActorCritic(nn.Module):
             raise UserError(f"num_actions must be >= 1, got {config.num_actions}")
         self.config = config
         convs, fc_size, use_layernorm = _TRUNKS[config.arch]
+        fc_size = config.hidden_size or fc_size
         self.hidden_size = fc_size
         self.autocast_dtype: torch.dtype | None = None
 
@@ -191,10 +201,29 @@ class ActorCritic(nn.Module):
             features = self.fc(self.cnn(x))
         return features.float()
 
-    def _gru_step(self, x: Tensor, state: Tensor, starts: Tensor | None) -> Tensor:
+    def _gru_input(self, features: Tensor) -> Tensor:
+        """Input half of the GRU gates, W_ih x + b_ih, for any number of time steps at once."""
+        return F.linear(features, self.gru.weight_ih, self.gru.bias_ih)
+
+    def _gru_step(self, gate_x: Tensor, state: Tensor, starts: Tensor | None) -> Tensor:
+        """One GRU step (same equations and parameters as ``nn.GRUCell``) after zeroing state at episode starts.
+
+        Written out instead of calling ``self.gru`` so that the input projection
+        (``_gru_input``) is hoisted out of the time loop: one big matmul (and one
+        weight-gradient matmul) for the whole segment instead of T small ones.
+        What remains per step is the hidden-to-hidden matmul; its weight gradient
+        (T small outer products) dominates the recurrent backward on CPU when a
+        minibatch holds only a few environments.
+        """
         if starts is not None:
             state = state * (1.0 - starts.to(state.dtype)).unsqueeze(-1)
-        return self.gru(x, state)
+        gate_h = F.linear(state, self.gru.weight_hh, self.gru.bias_hh)
+        x_r, x_z, x_n = gate_x.chunk(3, dim=-1)
+        h_r, h_z, h_n = gate_h.chunk(3, dim=-1)
+        reset = torch.sigmoid(x_r + h_r)
+        update = torch.sigmoid(x_z + h_z)
+        candidate = torch.tanh(x_n + reset * h_n)
+        return candidate + update * (state - candidate)  # (1 - z) * n + z * h
 
     def _heads(self, core: Tensor) -> tuple[Tensor, Tensor]:
         return self.policy_head(core), self.value_head(core).squeeze(-1)
@@ -217,7 +246,7 @@ class ActorCritic(nn.Module):
         if state is None:
             state = self.initial_state(obs.shape[0], obs.device)
         with torch.autocast(device_type=obs.device.type, enabled=False):
-            new_state = self._gru_step(features, state, episode_starts)
+            new_state = self._gru_step(self._gru_input(features), state, episode_starts)
             logits, value = self._heads(torch.cat([new_state, features], dim=-1))
         return logits, value, new_state
 
@@ -234,8 +263,12 @@ class ActorCritic(nn.Module):
             state = self.initial_state(B, obs.device)
         outputs = []
         with torch.autocast(device_type=obs.device.type, enabled=False):
+            # unbind (not gate_x[t]): its backward stacks the T step gradients once, whereas indexing would
+            # materialize a full [T, B, 3H] zero gradient per step (quadratic in T).
+            gate_x = self._gru_input(features).unbind(0)  # input projection hoisted out of the loop
+            starts = [None] * T if episode_starts is None else episode_starts.unbind(0)
             for t in range(T):
-                state = self._gru_step(features[t], state, None if episode_starts is None else episode_starts[t])
+                state = self._gru_step(gate_x[t], state, starts[t])
                 outputs.append(state)
             logits, values = self._heads(torch.cat([torch.stack(outputs), features], dim=-1))
         return logits, values, state
