@@ -76,7 +76,7 @@ def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int) ->
 
 def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
     cmd = [sys.executable, "-m", "curriculum_ppo", "evaluate", "--checkpoint", str(run_dir / "checkpoints" / "latest.pt"),
-           "--episodes", str(episodes), "--protocol", "plain", "--max-frames", "18000", "--json", str(out),
+           "--episodes", str(episodes), "--protocol", "plain", "--max-frames", "4500", "--json", str(out),
            "--progress-every", "30"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -96,6 +96,9 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=None)
     parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--reuse-curriculum", action="store_true",
+                        help="do not train the curriculum run again: reuse its run dir and evaluation "
+                             "(to run the baseline later, e.g. after benchmarks that need a quiet machine)")
     parser.add_argument("--report-every", type=float, default=60.0)
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
@@ -121,10 +124,16 @@ def main() -> None:
             write()
     threading.Thread(target=reporter, daemon=True).start()
 
-    train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames)
+    cur_eval = out_dir / "curriculum_eval.json"
+    if not (args.reuse_curriculum and cur_eval.exists()):
+        train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames)
     write()
     cur = report["curriculum"]
-    cur["eval_from_game_start"] = evaluate(out_dir / "curriculum", args.episodes, out_dir / "curriculum_eval.json")
+    if args.reuse_curriculum and cur_eval.exists():
+        row = json.loads(cur_eval.read_text())["protocols"][0]
+        cur["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
+    else:
+        cur["eval_from_game_start"] = evaluate(out_dir / "curriculum", args.episodes, cur_eval)
     if not args.skip_baseline:
         minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
         train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))

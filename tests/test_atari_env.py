@@ -87,3 +87,20 @@ def test_rgb_observation_mode_and_warmup_steps(demo):
         warm += 1
         assert reward == 0.0
     assert warm == 5
+
+
+def test_cached_demo_start_is_identical_to_a_fresh_one(demo):
+    """The second reset at a frame comes from the start cache; it must be indistinguishable."""
+    cached = AtariEnv(demo=demo)
+    fresh = AtariEnv(demo=demo, config=AtariConfig(start_cache_size=0))
+    for t in (120, 333, 120, 333):
+        a, _ = cached.reset(options={"start_frame": t})
+        b, _ = fresh.reset(options={"start_frame": t})
+        np.testing.assert_array_equal(a, b)
+        for action in (3, 3, 1, 5, 0, 4):
+            sa, ra, *_ = cached.step(action)
+            sb, rb, *_ = fresh.step(action)
+            np.testing.assert_array_equal(sa, sb)
+            assert ra == rb
+        assert np.array_equal(cached.emulator.ram(), fresh.emulator.ram())
+    assert len(cached._start_cache) == 2 and not fresh._start_cache

@@ -18,6 +18,7 @@ decides success and cuts lagging episodes.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -51,6 +52,9 @@ class AtariConfig:
     """Start real-game episodes with 1..noop_max random no-ops (evaluation protocol)."""
     warmup_steps: int = 0
     """Agent steps replaying the demo before a demo start (for recurrent policies)."""
+    start_cache_size: int = 1024
+    """Demo starts remembered per env (emulator state + frame stack, ~45 KB each): a repeated
+    start frame is then one restoreState instead of a restore plus up to ~25 replayed frames."""
 
     def __post_init__(self) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -88,6 +92,7 @@ class AtariEnv(gym.Env):
         self._stack = np.zeros(self.config.obs_shape, np.uint8)
         self._demo_cum = demo.cumulative_return if demo is not None else None
         self._rng = np.random.default_rng(seed)
+        self._start_cache: OrderedDict[int, tuple[bytes, np.ndarray, np.ndarray]] = OrderedDict()
         self._tracker: DemoEpisodeTracker | None = None
         self._start_frame: int | None = None
         self._demo_frame = 0  # demo frame the emulator is at during warm-up
@@ -130,6 +135,22 @@ class AtariEnv(gym.Env):
 
     def _fill_stack_from_demo(self, t: int) -> None:
         """Put the emulator at demo frame t with the frame stack holding the demo's frames before t."""
+        cached = self._start_cache.get(t)
+        if cached is not None:
+            self._start_cache.move_to_end(t)
+            state, stack, screen = cached
+            self.emulator.restore_state(state)
+            self._stack[...] = stack
+            self._screens[0][...] = screen
+            self._screens[1][...] = screen
+            return
+        self._fill_stack_by_replay(t)
+        if self.config.start_cache_size > 0:
+            self._start_cache[t] = (self.emulator.save_state(), self._stack.copy(), self._screens[1].copy())
+            if len(self._start_cache) > self.config.start_cache_size:
+                self._start_cache.popitem(last=False)
+
+    def _fill_stack_by_replay(self, t: int) -> None:
         skip, k = self.config.frameskip, self.config.frame_stack
         history = min(t, skip * k)
         first = t - history
