@@ -64,6 +64,8 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"
     overlap: bool = True
+    compile: bool = False
+    """``torch.compile`` the network for the PPO update (worth it on GPUs; compiling costs minutes)."""
     torch_threads: int | None = None
     checkpoint_every: int = 50
     """Updates between periodic checkpoints (``latest.pt`` is rewritten every ``latest_every`` updates)."""
@@ -179,6 +181,10 @@ class Trainer:
                                           recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
         self.policy = build_policy(self.policy_config).to(self.device)
         model = self.dist.wrap(self.policy)
+        if config.compile:
+            # Only the training passes are compiled; rollouts use the eager module (its
+            # batch shape changes with truncations, which would trigger recompiles).
+            model = torch.compile(model)
         self.learner = PPOLearner(model, config.ppo, self.device)
         self.behaviour = copy.deepcopy(self.policy) if config.overlap else self.policy
         self.scheduler = CurriculumScheduler(self.demo_info["length"], config.curriculum) \

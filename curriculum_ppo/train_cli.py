@@ -50,6 +50,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
     g.add_argument("--threads", type=int, help="torch CPU threads")
     g.add_argument("--no-overlap", action="store_true", help="do not overlap rollouts with the PPO update")
+    g.add_argument("--compile", action="store_true", help="torch.compile the network for the PPO update")
     g.add_argument("--status-every", type=float, help="seconds between status lines (default 5)")
     g.add_argument("--checkpoint-every", type=int, help="updates between periodic checkpoints (default 50)")
     g = p.add_argument_group("network and PPO")
@@ -104,6 +105,8 @@ def build_config(args):
         setattr(target, name, value)
     if getattr(args, "no_overlap", False):
         config.overlap = False
+    if getattr(args, "compile", False):
+        config.compile = True
     if not args.resume:
         if args.no_curriculum:
             config.demo = None

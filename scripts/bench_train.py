@@ -126,13 +126,13 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     return updates * T * B / elapsed
 
 
-def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True):
+def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False):
     from curriculum_ppo.train import Trainer, TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
                              num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
-                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap)
+                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -151,6 +151,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--env-seconds", type=float, default=15.0)
     parser.add_argument("--skip-cleanrl", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the Trainer's network")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from curriculum_ppo.train import pick_device
@@ -165,7 +166,7 @@ def main() -> None:
     if not args.skip_cleanrl:
         rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
     rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
-                                                       args.arch)
+                                                       args.arch, compile=args.compile)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"device {device}, {args.envs} envs x {args.steps} steps, 4 epochs, {args.arch} CNN")
     print(f"PPO update alone: {update_sps:.0f} samples/s -> cap {cap:.0f} agent steps/s")
