@@ -114,6 +114,7 @@ def main() -> None:
         if not args.skip_baseline:
             rows = read_rows(out_dir / "baseline")
             report["baseline"] = {**report.get("baseline", {}), "frames": rows[-1]["frames"] if rows else 0,
+                                  "seconds": rows[-1]["time"] if rows else 0.0,
                                   "best_score": rows[-1].get("best_score") if rows else None}
         json_path.write_text(json.dumps(report, indent=2))
 
