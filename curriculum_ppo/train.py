@@ -418,9 +418,9 @@ class Trainer:
         start = self.start_frame
         n = self.demo_info["length"]
         where = "real start" if start is None or (self.scheduler and self.scheduler.done) else f"{start}/{n}"
-        rate = self.scheduler.stats().get("window_success_rate") if self.scheduler else None
+        rate = self.scheduler.stats().get("front_success_rate") if self.scheduler else None
         parts = [f"frames {self.frames / 1e6:7.3f}M", f"{fps:6.0f} frames/s", f"start {where}",
-                 f"success {rate:.0%}" if rate is not None else "success  -",
+                 f"success {rate:.0%}" if rate is not None and rate == rate else "success  -",
                  f"score {s['score_mean']:.1f}" if s["score_mean"] is not None else "score -",
                  f"from-start {s['score_from_start_mean']:.1f}" if s["score_from_start_mean"] is not None else "",
                  f"episodes {s['episodes']}"]
@@ -580,7 +580,8 @@ class Trainer:
                "curriculum_done": bool(self.scheduler.done) if self.scheduler else None,
                "curriculum_move": move, "demo_length": self.demo_info["length"],
                "demo_reward_frames": self.demo_info["reward_frames"],
-               "success_rate": self.scheduler.stats().get("window_success_rate") if self.scheduler else None,
+               "success_rate": self.scheduler.stats().get("front_success_rate") if self.scheduler else None,
+               "window_success_rate": self.scheduler.stats().get("window_success_rate") if self.scheduler else None,
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes}
         row.update(self.stats.summary())

@@ -25,7 +25,7 @@ KNOBS = {
     "clip": ("ppo", "clip_coef"),
     "window": ("curriculum", "window"), "success_threshold": ("curriculum", "success_threshold"),
     "random_start_fraction": ("curriculum", "random_start_fraction"),
-    "min_episodes": ("curriculum", "min_episodes"),
+    "min_episodes": ("curriculum", "min_episodes"), "decision_front": ("curriculum", "decision_front"),
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
 }
@@ -69,6 +69,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--window", type=int, help="width of the window of start frames (default 320)")
     g.add_argument("--success-threshold", type=float, help="move back at this success rate (default 0.2)")
     g.add_argument("--random-start-fraction", type=float, help="episodes starting at random later frames (0.2)")
+    g.add_argument("--decision-front", type=float,
+                   help="fraction of the window (its hardest, front starts) whose success rate moves it back (0.25)")
     g.add_argument("--min-episodes", type=int, help="episodes in the window before deciding (default 32)")
     g.add_argument("--lag-allowance", type=int, help="frames the agent may lag the demo's score (default 200)")
     g.add_argument("--max-episode-frames", type=int)

@@ -172,8 +172,12 @@ def plot(out_dir: Path, png_path: Path, report: dict) -> None:
         ys = [r["score_from_start_mean"] for r in rows if r.get("score_from_start_mean") is not None]
         if xs:
             a2.plot(xs, ys, label=f"{label}: episodes from the game start")
+        if key == "curriculum":
+            pts = [(r["frames"] / 1e6, r["score_mean"]) for r in rows if r.get("score_mean") is not None]
+            if pts:
+                a2.plot(*zip(*pts), alpha=0.6, label="curriculum PPO: episodes from demo starts")
     a2.axhline(report["demo_return"], color="gray", ls="--", label="demo return")
-    a2.set_xlabel("frames (M)"), a2.set_ylabel("mean score (last 100 episodes)"), a2.legend(), a2.grid(alpha=0.3)
+    a2.set_xlabel("frames (M)"), a2.set_ylabel("mean raw score since the start (last 100 episodes)"), a2.legend(), a2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
 

@@ -253,3 +253,17 @@ def test_stall_detector_disabled_and_state_round_trip():
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert b.scale == a.scale == 0.5
     assert a.update(20, 5) == b.update(20, 5) == 0.25
+
+
+def test_easy_back_of_window_does_not_carry_a_failing_front():
+    """Regression (bundled demo, 2026-11-26): successes near the window's end must not move it back
+    while the hardest starts, at its front, never succeed."""
+    sched = make(window=200, min_episodes=20)
+    front, back = sched.start_frame, sched.start_frame + 180
+    record_many(sched, front, 0, 60)
+    record_many(sched, back, 60, 0)  # 50% over the whole window
+    assert sched.update() is None and sched.start_frame == front
+    record_many(sched, front + 10, 20, 40)  # front quarter now at 20/120 < 20%
+    assert sched.update() is None
+    record_many(sched, front + 10, 10, 0)  # 30/130 = 23% >= 20%
+    assert sched.update() == "back"
