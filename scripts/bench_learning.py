@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=None)
     parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train and evaluate nothing: rebuild the JSON/PNG from the run dirs and evaluations")
     parser.add_argument("--reuse-curriculum", action="store_true",
                         help="do not train the curriculum run again: reuse its run dir and evaluation "
                              "(to run the baseline later, e.g. after benchmarks that need a quiet machine)")
@@ -110,12 +112,13 @@ def main() -> None:
               "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
 
     def write():
-        report["curriculum"] = {**report.get("curriculum", {}), **curriculum_summary(read_rows(out_dir / "curriculum"))}
+        # Update in place: the main thread holds references to these dicts (no lost writes).
+        report.setdefault("curriculum", {}).update(curriculum_summary(read_rows(out_dir / "curriculum")))
         if not args.skip_baseline:
             rows = read_rows(out_dir / "baseline")
-            report["baseline"] = {**report.get("baseline", {}), "frames": rows[-1]["frames"] if rows else 0,
-                                  "seconds": rows[-1]["time"] if rows else 0.0,
-                                  "best_score": rows[-1].get("best_score") if rows else None}
+            report.setdefault("baseline", {}).update({"frames": rows[-1]["frames"] if rows else 0,
+                                                      "seconds": rows[-1]["time"] if rows else 0.0,
+                                                      "best_score": rows[-1].get("best_score") if rows else None})
         json_path.write_text(json.dumps(report, indent=2))
 
     stop = threading.Event()
@@ -125,7 +128,10 @@ def main() -> None:
             write()
     threading.Thread(target=reporter, daemon=True).start()
 
+    base_eval = out_dir / "baseline_eval.json"
     cur_eval = out_dir / "curriculum_eval.json"
+    if args.report_only:
+        args.reuse_curriculum = True
     if not (args.reuse_curriculum and cur_eval.exists()):
         train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames)
     write()
@@ -135,7 +141,11 @@ def main() -> None:
         cur["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
     else:
         cur["eval_from_game_start"] = evaluate(out_dir / "curriculum", args.episodes, cur_eval)
-    if not args.skip_baseline:
+    if args.report_only and base_eval.exists():
+        write()
+        row = json.loads(base_eval.read_text())["protocols"][0]
+        report["baseline"]["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
+    elif not args.skip_baseline:
         minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
         train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
         write()
