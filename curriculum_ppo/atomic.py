@@ -49,6 +49,22 @@ def atomic_path(destination: str | os.PathLike, suffix: str = "") -> Iterator[Pa
         raise
 
 
+def check_destination(path: str | os.PathLike, flag: str) -> Path:
+    """Fail *before* long work (recording, evaluating) when ``path`` cannot be written.
+
+    ``flag`` names the option the path came from, e.g. ``--out``.
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {flag} {path}: directory {parent} is not writable")
+    return path
+
+
 def write_bytes_atomic(destination: str | os.PathLike, data: bytes) -> None:
     with atomic_path(destination) as tmp:
         tmp.write_bytes(data)

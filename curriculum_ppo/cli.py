@@ -20,11 +20,9 @@ BUNDLED_DEMO = Path(__file__).resolve().parent.parent / "demos" / "MontezumaReve
 
 
 def default_demo() -> Path:
-    """The bundled Montezuma's Revenge room-1 demo (repo checkout or installed package data)."""
-    candidates = [BUNDLED_DEMO, Path(__file__).resolve().parent / "data" / BUNDLED_DEMO.name]
-    for path in candidates:
-        if path.exists():
-            return path
+    """The bundled Montezuma's Revenge room-1 demo of this checkout (``pip install -e .``)."""
+    if BUNDLED_DEMO.exists():
+        return BUNDLED_DEMO
     raise UserError(f"the bundled demo {BUNDLED_DEMO.name} is missing; pass --demo FILE.h5")
 
 

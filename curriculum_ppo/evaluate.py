@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curriculum_ppo.atomic import atomic_path, check_destination
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.workers import EnvSpec
 
@@ -250,14 +251,7 @@ def load_for_eval(path: str | os.PathLike, device) -> LoadedCheckpoint:
 
 def check_writable(path: str | os.PathLike, flag: str) -> Path:
     """Fail before the evaluation (not after it) when an output file cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise UserError(f"{flag} {path} is a directory; give a file name")
-    if not parent.is_dir():
-        raise UserError(f"cannot write {flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {flag} {path}: directory {parent} is not writable")
+    path = check_destination(path, flag)
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"cannot write {flag} {path}: the file is not writable")
     return path
@@ -493,7 +487,6 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
              video_out: str | None = None, video_scale: int = 2, quiet: bool = False,
              stdout=None) -> dict:
     """The whole ``curriculum-ppo evaluate`` command; returns the result dict (also written to ``json_out``)."""
-    from curriculum_ppo.atomic import atomic_path
     from curriculum_ppo.emulator import display_name, rom_md5
     from curriculum_ppo.train import pick_device
 

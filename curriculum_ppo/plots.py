@@ -42,6 +42,18 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _finish(fig, ax, ylabel: str, legend_loc: str, path: Path, title: str | None = None) -> Path:
+    """The parts all three run plots share: axis labels, legend, grid, layout, atomic save."""
+    ax.set_xlabel("agent frames (millions)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc=legend_loc)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _series(rows, key):
     xs = [r["frames"] / 1e6 for r in rows if r.get(key) is not None]
     ys = [r[key] for r in rows if r.get(key) is not None]
@@ -66,13 +78,8 @@ def plot_run(run_dir: str | Path, reward_frames: list[int] | None = None, demo_l
         ax.axhline(t, color="tab:orange", lw=0.8, ls="--", label="demo reward" if i == 0 else None)
     if demo_length:
         ax.set_ylim(0, demo_length * 1.02)
-    ax.set_xlabel("agent frames (millions)")
-    ax.set_ylabel("demo frame episodes start from")
-    ax.set_title("Curriculum: start point moving back through the demo")
-    ax.legend(loc="upper right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.append(_save(fig, run_dir / "curriculum.png"))
+    out.append(_finish(fig, ax, "demo frame episodes start from", "upper right", run_dir / "curriculum.png",
+                       title="Curriculum: start point moving back through the demo"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs, ys = _series(rows, "score_mean")
@@ -80,22 +87,12 @@ def plot_run(run_dir: str | Path, reward_frames: list[int] | None = None, demo_l
     xs, ys = _series(rows, "score_from_start_mean")
     if ys:
         ax.plot(xs, ys, label="mean score of episodes from the real game start")
-    ax.set_xlabel("agent frames (millions)")
-    ax.set_ylabel("score")
-    ax.set_title("Learning curve")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.append(_save(fig, run_dir / "score.png"))
+    out.append(_finish(fig, ax, "score", "upper left", run_dir / "score.png", title="Learning curve"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs, ys = _series(rows, "success_rate")
     ax.plot(xs, ys, label="success rate in the window")
     ax.set_ylim(0, 1)
-    ax.set_xlabel("agent frames (millions)")
-    ax.set_ylabel("fraction of episodes that tie or beat the demo")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    out.append(_save(fig, run_dir / "success.png"))
+    out.append(_finish(fig, ax, "fraction of episodes that tie or beat the demo", "upper left",
+                       run_dir / "success.png"))
     return out

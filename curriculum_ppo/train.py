@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -274,9 +275,9 @@ class Trainer:
         latest = directory / "latest.pt"
         with atomic_path(latest) as tmp:
             torch.save(state, tmp)
-        if periodic:
+        if periodic:  # the same bytes: copy instead of serializing a second time
             with atomic_path(directory / f"frames_{self.frames:012d}.pt") as tmp:
-                torch.save(state, tmp)
+                shutil.copyfile(latest, tmp)
         return latest
 
     def _load_checkpoint(self, ckpt: dict) -> None:
@@ -290,7 +291,6 @@ class Trainer:
                             f"({ckpt.get('game')}, {ckpt.get('demo_length')} demo frames)")
         try:
             self.policy.load_state_dict(ckpt["model"])
-            self.learner.state_dict()  # optimizer must exist before loading
             self.learner.load_state_dict(ckpt["learner"])
         except (RuntimeError, KeyError, ValueError) as exc:
             raise UserError(f"the checkpoint in {self.run_dir} does not fit this network: {str(exc).splitlines()[0]}") from None
@@ -447,7 +447,6 @@ class Trainer:
             t0, frames0 = time.time(), self.frames
             update_thread, update_result = None, {}
             pending_batch_episodes, tick_prev = 0, time.time()
-            pending_batch = None
             if not self.quiet:
                 print(f"training on {self.device} with {cfg.num_envs} envs in {self.pool.num_workers} workers"
                       f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
@@ -575,13 +574,14 @@ class Trainer:
                   flush=True)
         if move and not self.quiet:
             print(f"curriculum: moved {move}; episodes now start at frame {start}", flush=True)
+        curriculum_stats = self.scheduler.stats() if self.scheduler else {}
         row = {"frames": self.frames, "updates": self.updates, "time": round(self.elapsed, 2),
                "fps": round(self.frames / max(self.elapsed, 1e-9), 1), "start_frame": start,
                "curriculum_done": bool(self.scheduler.done) if self.scheduler else None,
                "curriculum_move": move, "demo_length": self.demo_info["length"],
                "demo_reward_frames": self.demo_info["reward_frames"],
-               "success_rate": self.scheduler.stats().get("front_success_rate") if self.scheduler else None,
-               "window_success_rate": self.scheduler.stats().get("window_success_rate") if self.scheduler else None,
+               "success_rate": curriculum_stats.get("front_success_rate"),
+               "window_success_rate": curriculum_stats.get("window_success_rate"),
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes}
         row.update(self.stats.summary())

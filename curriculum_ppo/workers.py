@@ -107,6 +107,39 @@ class _Shared:
                 pass
 
 
+def _reset_env(env, i: int, a: dict) -> None:
+    """Reset env ``i`` at ``next_start[i]`` and publish its first observation."""
+    start = int(a["next_start"][i])
+    obs, info = env.reset(options={"start_frame": None if start == REAL_START else start})
+    a["obs"][i] = obs
+    a["warmup"][i] = bool(info.get("warmup", False))
+
+
+def _step_envs(envs: list, first: int, a: dict) -> list[dict]:
+    """Step envs ``first, first+1, ...`` with ``actions``; autoreset; return finished-episode summaries.
+
+    Shared by worker processes (``a`` = shared-memory arrays) and :class:`InProcessEnvPool`.
+    """
+    episodes = []
+    for offset, env in enumerate(envs):
+        i = first + offset
+        obs, reward, terminated, truncated, info = env.step(int(a["actions"][i]))
+        a["rewards"][i] = reward
+        a["raw_rewards"][i] = info.get("raw_reward", reward)
+        a["terminated"][i] = terminated
+        a["truncated"][i] = truncated
+        if terminated or truncated:
+            a["final_obs"][i] = obs
+            episode = dict(info.get("episode", {}))
+            episode["env"] = i
+            episodes.append(episode)
+            _reset_env(env, i, a)
+        else:
+            a["obs"][i] = obs
+            a["warmup"][i] = bool(info.get("warmup", False))
+    return episodes
+
+
 def _worker_main(index: int, spec: EnvSpec, env_slice: tuple[int, int], num_envs: int, obs_shape: tuple,
                  names: dict, seed: int, conn) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner handles Ctrl-C and shuts us down
@@ -123,36 +156,14 @@ def _worker_main(index: int, spec: EnvSpec, env_slice: tuple[int, int], num_envs
         lo, hi = env_slice
         envs = [spec.make(seed=seed + i) for i in range(lo, hi)]
 
-        def reset(i: int):
-            start = int(a["next_start"][i])
-            obs, info = envs[i - lo].reset(options={"start_frame": None if start == REAL_START else start})
-            a["obs"][i] = obs
-            a["warmup"][i] = bool(info.get("warmup", False))
-
         conn.send(("ready", None))
         while True:
             command = conn.recv()
             if command == "step":
-                episodes = []
-                for i in range(lo, hi):
-                    obs, reward, terminated, truncated, info = envs[i - lo].step(int(a["actions"][i]))
-                    a["rewards"][i] = reward
-                    a["raw_rewards"][i] = info.get("raw_reward", reward)
-                    a["terminated"][i] = terminated
-                    a["truncated"][i] = truncated
-                    if terminated or truncated:
-                        a["final_obs"][i] = obs
-                        episode = dict(info.get("episode", {}))
-                        episode["env"] = i
-                        episodes.append(episode)
-                        reset(i)
-                    else:
-                        a["obs"][i] = obs
-                        a["warmup"][i] = bool(info.get("warmup", False))
-                conn.send(("ok", episodes))
+                conn.send(("ok", _step_envs(envs, lo, a)))
             elif command == "reset":
-                for i in range(lo, hi):
-                    reset(i)
+                for offset, env in enumerate(envs):
+                    _reset_env(env, lo + offset, a)
                 conn.send(("ok", []))
             elif command == "crash":  # used by tests to simulate a dying worker
                 os._exit(3)
@@ -188,8 +199,7 @@ class EnvPool:
         self.obs_shape = tuple(obs_shape)
         self.shared = _Shared(num_envs, self.obs_shape, create=True)
         a = self.shared.arrays
-        for key in ("obs", "final_obs", "actions", "rewards", "raw_rewards", "terminated", "truncated", "warmup",
-                    "next_start"):
+        for key in _Shared.FIELDS:
             setattr(self, key, a[key])
         self.next_start[:] = REAL_START
         bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
@@ -338,38 +348,18 @@ class InProcessEnvPool:
         self.truncated = np.zeros(num_envs, np.bool_)
         self.warmup = np.zeros(num_envs, np.bool_)
         self.next_start = np.full(num_envs, REAL_START, np.int64)
-
-    def _reset(self, i: int) -> None:
-        start = int(self.next_start[i])
-        obs, info = self.envs[i].reset(options={"start_frame": None if start == REAL_START else start})
-        self.obs[i] = obs
-        self.warmup[i] = bool(info.get("warmup", False))
+        self._arrays = {name: getattr(self, name) for name in _Shared.FIELDS}
 
     def reset(self) -> np.ndarray:
-        for i in range(self.num_envs):
-            self._reset(i)
+        for i, env in enumerate(self.envs):
+            _reset_env(env, i, self._arrays)
         return self.obs
 
     def step_async(self, actions) -> None:
         self.actions[:] = actions
 
     def step_wait(self) -> list[dict]:
-        episodes = []
-        for i, env in enumerate(self.envs):
-            obs, reward, terminated, truncated, info = env.step(int(self.actions[i]))
-            self.rewards[i] = reward
-            self.raw_rewards[i] = info.get("raw_reward", reward)
-            self.terminated[i], self.truncated[i] = terminated, truncated
-            if terminated or truncated:
-                self.final_obs[i] = obs
-                episode = dict(info.get("episode", {}))
-                episode["env"] = i
-                episodes.append(episode)
-                self._reset(i)
-            else:
-                self.obs[i] = obs
-                self.warmup[i] = bool(info.get("warmup", False))
-        return episodes
+        return _step_envs(self.envs, 0, self._arrays)
 
     def step(self, actions) -> list[dict]:
         self.step_async(actions)

@@ -44,3 +44,14 @@ def start_cli():
         return subprocess.Popen([sys.executable, "-m", "curriculum_ppo", *map(str, args)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
     return start
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks: extra intra-op threads only add overhead (and stall badly on a loaded machine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

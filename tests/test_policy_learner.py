@@ -17,13 +17,7 @@ SMALL_OBS = (1, 36, 36)  # the smallest frame the 8/4, 4/2, 3/1 conv stack accep
 SMALL = dict(obs_shape=SMALL_OBS, hidden_size=64)  # cheap nets for the learner tests
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These nets are tiny; extra intra-op threads only add overhead (and stall badly on a loaded machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_obs(*shape: int, obs_shape=SMALL_OBS, generator=None) -> torch.Tensor:

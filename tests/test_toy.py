@@ -25,12 +25,7 @@ from curriculum_ppo.workers import REAL_START, EnvSpec, InProcessEnvPool
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _play(env: ToyLockEnv, actions):

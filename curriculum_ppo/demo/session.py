@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curriculum_ppo.atomic import check_destination
 from curriculum_ppo.demo import schema
 from curriculum_ppo.demo.store import DemoBuilder, load_demo, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
@@ -257,14 +258,7 @@ class RecordingSession:
         destination directory up front, so nobody plays for ten minutes to learn
         the file cannot be written. ``log`` receives one-line notes (default: none).
         """
-        out = Path(out)
-        directory = out.parent if str(out.parent) else Path(".")
-        if out.is_dir():
-            raise UserError(f"--out {out} is a directory; give a file name such as {out / 'demo.h5'}")
-        if not directory.is_dir():
-            raise UserError(f"cannot write {out}: directory {directory} does not exist")
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise UserError(f"cannot write {out}: directory {directory} is not writable")
+        out = check_destination(out, "--out")
         if state_interval < 1:
             raise UserError(f"--state-interval must be at least 1, got {state_interval}")
         if resume:

@@ -165,8 +165,12 @@ class AtariEnv(gym.Env):
             self._observe()
             frame += chunk
             chunk = skip
-        if history == 0:  # at frame 0 the screen is the reset screen (restore does not redraw)
-            self.emulator.reset() if t == 0 and self.demo.attrs.get("source") != "imported" else None
+        if history == 0:
+            # Frame 0: restoreState does not redraw the screen (ALE #417). A recorded or scripted
+            # demo's frame 0 is the game reset, so reset to draw it; an imported demo's frame 0 may
+            # lie after alignment NOOPs, so its restored state is kept as it is.
+            if self.demo.attrs.get("source") != "imported":
+                self.emulator.reset()
             self._grab(1)
             self._screens[0][...] = self._screens[1]
             for _ in range(k):
