@@ -38,7 +38,7 @@ REASON_MAX_FRAMES = "max_frames"
 
 @dataclass
 class EpisodeRulesConfig:
-    lag_allowance: int = 200
+    lag_allowance: int = 60
     """Frames the agent may fall behind the demo's score timeline before the episode is cut."""
 
     score_deficit_allowance: float = 0.0

@@ -96,3 +96,27 @@ def plot_run(run_dir: str | Path, reward_frames: list[int] | None = None, demo_l
     out.append(_finish(fig, ax, "fraction of episodes that tie or beat the demo", "upper left",
                        run_dir / "success.png"))
     return out
+
+
+def plot_success_by_start(run_dir: str | Path, table: dict) -> Path:
+    """success_by_start.png: how often episodes started in each range of demo frames beat the demo.
+
+    ``table`` is what the trainer writes to success_by_start.json. The current
+    window is shaded, so the plot answers "where along the demo is the agent stuck?".
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = [b for b in table["bins"] if b["episodes"]]
+    ax.bar([b["first"] for b in bins], [b["success_rate"] for b in bins], width=table["bin_frames"] * 0.9,
+           align="edge", color="tab:green", label="success rate (all episodes so far)")
+    if table.get("start_frame") is not None:
+        ax.axvspan(table["start_frame"], table.get("window_end", table["start_frame"]) + 1, color="tab:blue",
+                   alpha=0.12, label="current window of start frames")
+    ax.set_xlim(0, table["demo_length"])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("demo frame the episode started from")
+    ax.set_ylabel("fraction that tie or beat the demo")
+    ax.set_title(f"Success by start frame after {table.get('frames', 0) / 1e6:.2f}M frames")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, Path(run_dir) / "success_by_start.png")

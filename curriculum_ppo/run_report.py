@@ -14,7 +14,7 @@ from pathlib import Path
 
 from curriculum_ppo.errors import UserError
 
-PLOTS = ("curriculum.png", "score.png", "success.png")
+PLOTS = ("curriculum.png", "score.png", "success.png", "success_by_start.png")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -124,8 +124,10 @@ def collect(run_dir: str | Path) -> dict:
     if latest and summary["total_frames"]:
         progress = min(1.0, latest.get("frames", 0) / summary["total_frames"])
     metrics_age = round(now - metrics_path.stat().st_mtime, 1) if metrics_path.exists() else None
+    by_start = _read_json(run_dir / "success_by_start.json")
     return {"run_dir": str(run_dir), "config": summary, "updates_logged": rows, "latest": latest,
-            "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots}
+            "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots,
+            "success_by_start": by_start}
 
 
 def _num(value, fmt: str = "{:.1f}", none: str = "-") -> str:
@@ -162,6 +164,10 @@ def format_report(info: dict) -> str:
         rate = r.get("success_rate")
         lines.append(f"  {where}; success rate {_num(rate, '{:.0%}')}"
                      + (f"; moved {r['curriculum_move']}" if r.get("curriculum_move") else ""))
+        bins = r.get("window_bin_success_rates")
+        if bins:
+            lines.append("  success inside the window, front to back: "
+                         + " ".join(_num(b, "{:.0%}") for b in bins))
         lines.append(f"  score mean {_num(r.get('score_mean'))}, max {_num(r.get('score_max'), '{:g}')}, "
                      f"from game start {_num(r.get('score_from_start_mean'))}, best {_num(r.get('best_score'), '{:g}')}"
                      f"; {r.get('episodes', 0)} episodes")
@@ -169,6 +175,13 @@ def format_report(info: dict) -> str:
                      f"value {_num(r.get('value_loss'), '{:.4g}')}, "
                      f"entropy {_num(r.get('entropy'), '{:.3g}')}, kl {_num(r.get('approx_kl'), '{:.2g}')}, "
                      f"clipfrac {_num(r.get('clipfrac'), '{:.2g}')}, lr {_num(r.get('lr'), '{:.3g}')}")
+    table = info.get("success_by_start")
+    if table and any(b.get("episodes") for b in table.get("bins", [])):
+        lines.append(f"success by start frame (all episodes so far, at {table.get('frames', 0):,} frames):")
+        cells = [f"{b['first']:>5}-{b['last']:<5} {_num(b.get('success_rate'), '{:>4.0%}')} ({b['episodes']})"
+                 for b in table["bins"] if b.get("episodes")]
+        for i in range(0, len(cells), 4):  # four ranges per line: one screen even for 20 ranges
+            lines.append("  " + " | ".join(cells[i:i + 4]))
     cks = info["checkpoints"]
     if cks:
         shown = cks if len(cks) <= 4 else [k for k in cks if k["name"] == "latest.pt"] + \

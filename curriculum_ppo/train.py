@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from curriculum_ppo import __version__
-from curriculum_ppo.atomic import atomic_path
+from curriculum_ppo.atomic import atomic_path, write_text_atomic
 from curriculum_ppo.curriculum import CurriculumConfig, CurriculumScheduler, StallDetector, UnstickConfig
 from curriculum_ppo.distributed import DistContext
 from curriculum_ppo.envs.atari import AtariConfig
@@ -72,6 +72,10 @@ class TrainConfig:
     """Updates between periodic checkpoints (``latest.pt`` is rewritten every ``latest_every`` updates)."""
     latest_every: int = 5
     max_seconds: float | None = None
+    stop_at_success: float | None = None
+    """Stop (with a checkpoint) once the curriculum has reached the game start and at least this
+    fraction of the last 100 episodes from the game start tied or beat the demo's return (20 such
+    episodes at least). Lets benchmarks spend the saved time on the baseline instead."""
     """Stop (with a checkpoint) after this much training wall-clock time, whatever the frame budget."""
     status_every: float = 5.0
     """Seconds between console status lines."""
@@ -120,10 +124,30 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def success_by_start_table(starts: np.ndarray, attempts: np.ndarray, successes: np.ndarray, demo_length: int,
+                           bins: int = 20) -> dict:
+    """All-time episodes and success rate per range of start frames (``bins`` equal ranges of the demo).
+
+    Shows *where* along the demo the agent fails, which the single front-of-window
+    rate in metrics.jsonl cannot: the hard segment is usually a few dozen frames long.
+    """
+    width = max(1, -(-demo_length // bins))
+    rows = []
+    for lo in range(0, demo_length, width):
+        hi = min(demo_length, lo + width)
+        inside = (starts >= lo) & (starts < hi)
+        n = float(attempts[inside].sum())
+        rows.append({"first": lo, "last": hi - 1, "episodes": int(round(n)),
+                     "success_rate": round(float(successes[inside].sum()) / n, 4) if n else None})
+    return {"demo_length": demo_length, "bin_frames": width, "bins": rows}
+
+
 class EpisodeStats:
     """Rolling statistics of finished episodes for logging and plots."""
 
-    def __init__(self, window: int = 100):
+    def __init__(self, window: int = 100, demo_return: float | None = None):
+        self.demo_return = demo_return
+        self.from_start_success = collections.deque(maxlen=window)
         self.scores = collections.deque(maxlen=window)
         self.successes = collections.deque(maxlen=window)
         self.from_start = collections.deque(maxlen=window)
@@ -137,9 +161,15 @@ class EpisodeStats:
         start = episode.get("start_frame")
         if start is None or start == 0:
             self.from_start.append(score)
+            if self.demo_return is not None:
+                self.from_start_success.append(score >= self.demo_return)
         if start is not None:
             self.scores.append(score)
             self.successes.append(bool(episode.get("success")))
+
+    def from_start_success_rate(self) -> float | None:
+        """Fraction of recent episodes from the game start that tied or beat the demo's whole return."""
+        return float(np.mean(self.from_start_success)) if self.from_start_success else None
 
     def summary(self) -> dict:
         def mean(xs):
@@ -151,6 +181,7 @@ class EpisodeStats:
             "score_from_start_mean": mean(self.from_start),
             "score_from_start_max": float(max(self.from_start)) if self.from_start else None,
             "episode_success_rate": mean(self.successes),
+            "from_start_success_rate": self.from_start_success_rate(),
             "best_score": None if self.best == -math.inf else self.best,
         }
 
@@ -191,7 +222,7 @@ class Trainer:
         self.scheduler = CurriculumScheduler(self.demo_info["length"], config.curriculum) \
             if self.demo_info["length"] else None
         self.stall = StallDetector(config.unstick)
-        self.stats = EpisodeStats()
+        self.stats = EpisodeStats(demo_return=self.demo_info.get("total_return"))
         self.frames = 0
         self.updates = 0
         self.elapsed = 0.0
@@ -426,6 +457,15 @@ class Trainer:
                  f"episodes {s['episodes']}"]
         return " | ".join(p for p in parts if p)
 
+    def _goal_reached(self) -> bool:
+        threshold = self.config.stop_at_success
+        if threshold is None or self.demo_info.get("total_return") is None:
+            return False
+        if self.scheduler is not None and self.scheduler.start_frame > 0:
+            return False
+        rate = self.stats.from_start_success_rate()
+        return len(self.stats.from_start_success) >= 20 and rate is not None and rate >= threshold
+
     def train(self) -> int:
         """Run until the frame budget is spent or a signal arrives; returns an exit code."""
         cfg = self.config
@@ -453,6 +493,12 @@ class Trainer:
                       f"run dir {self.run_dir}", flush=True)
             while self.frames < cfg.total_frames and self._stop_signal is None:
                 if cfg.max_seconds is not None and time.time() - t0 >= cfg.max_seconds:
+                    break
+                if self._goal_reached():
+                    if not self.quiet:
+                        print(f"stopping: {self.stats.from_start_success_rate():.0%} of the last "
+                              f"{len(self.stats.from_start_success)} episodes from the game start beat the demo",
+                              flush=True)
                     break
                 tick = time.time()
                 initial_hidden = None if hidden is None else hidden.clone()
@@ -582,6 +628,8 @@ class Trainer:
                "demo_reward_frames": self.demo_info["reward_frames"],
                "success_rate": curriculum_stats.get("front_success_rate"),
                "window_success_rate": curriculum_stats.get("window_success_rate"),
+               "window_bin_success_rates": [None if r is None or math.isnan(r) else round(float(r), 4)
+                                            for r in curriculum_stats.get("window_bin_success_rates", [])] or None,
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes}
         row.update(self.stats.summary())
@@ -593,12 +641,19 @@ class Trainer:
                 self._plots()
 
     def _plots(self) -> None:
-        from curriculum_ppo.plots import plot_run
+        from curriculum_ppo.plots import plot_run, plot_success_by_start
 
         try:
             plot_run(self.run_dir)
         except UserError:
             pass
+        if self.scheduler is not None:
+            starts, attempts, rates = self.scheduler.success_rate_by_start()
+            table = success_by_start_table(starts, attempts, rates * attempts, self.demo_info["length"])
+            table.update({"frames": self.frames, "start_frame": self.scheduler.start_frame,
+                          "window_end": self.scheduler.window_end})
+            write_text_atomic(self.run_dir / "success_by_start.json", json.dumps(table, indent=1) + "\n")
+            plot_success_by_start(self.run_dir, table)
 
     def close(self) -> None:
         if self.pool is not None:

@@ -18,7 +18,8 @@ KNOBS = {
     "frames": (None, "total_frames"), "num_envs": (None, "num_envs"), "workers": (None, "num_workers"),
     "steps": (None, "num_steps"), "seed": (None, "seed"), "device": (None, "device"),
     "arch": (None, "arch"), "recurrent": (None, "recurrent"), "threads": (None, "torch_threads"),
-    "status_every": (None, "status_every"), "minutes": (None, "max_seconds"), "checkpoint_every": (None, "checkpoint_every"),
+    "status_every": (None, "status_every"), "minutes": (None, "max_seconds"),
+    "stop_at_success": (None, "stop_at_success"), "checkpoint_every": (None, "checkpoint_every"),
     "obs": ("atari", "obs_mode"), "warmup_steps": ("atari", "warmup_steps"),
     "lr": ("ppo", "lr"), "ent_coef": ("ppo", "ent_coef"), "gamma": ("ppo", "gamma"),
     "gae_lambda": ("ppo", "gae_lambda"), "epochs": ("ppo", "num_epochs"), "minibatches": ("ppo", "num_minibatches"),
@@ -29,7 +30,7 @@ KNOBS = {
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
 }
-RUNTIME = {"minutes", "frames", "device", "workers", "status_every", "threads", "checkpoint_every"}
+RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "status_every", "threads", "checkpoint_every"}
 
 
 def add_train_parser(sub) -> None:
@@ -43,6 +44,9 @@ def add_train_parser(sub) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--frames", type=int, help="budget in emulator frames (default 10M)")
     g.add_argument("--minutes", type=lambda v: float(v) * 60, help="stop after this many minutes of training")
+    g.add_argument("--stop-at-success", type=float, metavar="RATE",
+                   help="stop once the curriculum reached the game start and this fraction of the last 100 "
+                        "episodes from the game start tied or beat the demo (e.g. 0.5)")
     g.add_argument("--num-envs", type=int, help="parallel environments per process (default 8)")
     g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores; 0 = step the envs in the learner process)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
@@ -66,13 +70,13 @@ def add_train_parser(sub) -> None:
     g.add_argument("--minibatches", type=int)
     g.add_argument("--clip", type=float)
     g = p.add_argument_group("curriculum")
-    g.add_argument("--window", type=int, help="width of the window of start frames (default 320)")
+    g.add_argument("--window", type=int, help="width of the window of start frames (default 128)")
     g.add_argument("--success-threshold", type=float, help="move back at this success rate (default 0.2)")
     g.add_argument("--random-start-fraction", type=float, help="episodes starting at random later frames (0.2)")
     g.add_argument("--decision-front", type=float,
                    help="fraction of the window (its hardest, front starts) whose success rate moves it back (0.25)")
     g.add_argument("--min-episodes", type=int, help="episodes in the window before deciding (default 32)")
-    g.add_argument("--lag-allowance", type=int, help="frames the agent may lag the demo's score (default 200)")
+    g.add_argument("--lag-allowance", type=int, help="frames the agent may lag the demo's score (default 60)")
     g.add_argument("--max-episode-frames", type=int)
     g.add_argument("--unstick-patience", type=int, help="frames without progress before lr/entropy decay")
     g.add_argument("--unstick-decay", type=float)

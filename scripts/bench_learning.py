@@ -63,9 +63,9 @@ def curriculum_summary(rows: list[dict]) -> dict:
     }
 
 
-def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int) -> int:
+def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int, runtime: list[str] = ()) -> int:
     cmd = [sys.executable, "-m", "curriculum_ppo", "train", "--run-dir", str(run_dir), "--frames", str(frames),
-           "--minutes", str(minutes), "--status-every", "60", *extra]
+           "--minutes", str(minutes), "--status-every", "60", *runtime, *extra]
     if args.num_envs:
         cmd += ["--num-envs", str(args.num_envs)]
     if run_dir.joinpath("checkpoints", "latest.pt").exists():
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--baseline-minutes", type=float, default=None,
                         help="time budget of the plain-PPO baseline (default: same as the curriculum run used)")
     parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--stop-at-success", type=float, default=0.5,
+                        help="end the curriculum run early once the curriculum reached the game start and this "
+                             "fraction of its recent game-start episodes beat the demo (the goal's 50%%)")
     parser.add_argument("--num-envs", type=int, default=None)
     parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
     parser.add_argument("--skip-baseline", action="store_true")
@@ -133,7 +136,8 @@ def main() -> None:
     if args.report_only:
         args.reuse_curriculum = True
     if not (args.reuse_curriculum and cur_eval.exists()):
-        train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames)
+        train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames,
+              runtime=["--stop-at-success", str(args.stop_at_success)])
     write()
     cur = report["curriculum"]
     if args.reuse_curriculum and cur_eval.exists():

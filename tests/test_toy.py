@@ -19,7 +19,7 @@ from curriculum_ppo.envs.toy import (ToyLockEnv, batch_success_rate, lock_code, 
                                      toy_demo_info)
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
 from curriculum_ppo.ppo.policy import PolicyConfig
-from curriculum_ppo.train import build_policy
+from curriculum_ppo.train import Trainer, build_policy, load_checkpoint
 from curriculum_ppo.workers import REAL_START, EnvSpec, InProcessEnvPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,3 +196,26 @@ def test_curriculum_solves_what_plain_ppo_cannot(tmp_path):
         curriculum = ts.run_one("curriculum", 10, 4, 2, s)
     assert curriculum["solved"], curriculum
     assert curriculum["steps"] <= s.budget and curriculum["curriculum_done_at"] is not None
+
+
+def test_training_stops_once_the_game_start_beats_the_demo(tmp_path):
+    """``stop_at_success``: the run ends (with a checkpoint) as soon as the curriculum has reached the
+    game start and half of the recent game-start episodes open the lock; without it the same run
+    spends its whole budget."""
+    ts = _toy_scaling()
+    s = ts.Settings(budget=40_000)
+
+    def run(stop_at_success, name):
+        cfg = ts.train_config("curriculum", 3, 2, 1, s)
+        cfg.stop_at_success = stop_at_success
+        trainer = Trainer(cfg, tmp_path / name, quiet=True)
+        assert trainer.train() == 0
+        return trainer
+
+    stopped = run(0.5, "stops")
+    assert stopped.scheduler.start_frame == 0
+    assert len(stopped.stats.from_start_success) >= 20 and stopped.stats.from_start_success_rate() >= 0.5
+    assert stopped.frames < s.budget
+    assert load_checkpoint(tmp_path / "stops" / "checkpoints" / "latest.pt")["frames"] == stopped.frames
+    full = run(None, "full")
+    assert full.frames >= s.budget

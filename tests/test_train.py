@@ -9,11 +9,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.train import Trainer, TrainConfig, load_checkpoint
+from curriculum_ppo.train import Trainer, TrainConfig, load_checkpoint, success_by_start_table
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 # --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
@@ -47,13 +48,38 @@ def test_train_writes_config_metrics_tensorboard_checkpoint_and_plots(tiny_run):
     assert [r["frames"] for r in rows] == [256 * (i + 1) for i in range(5)]  # 2 envs x 32 steps x frameskip 4
     for key in ("fps", "start_frame", "success_rate", "policy_loss", "value_loss", "entropy", "lr", "ent_coef"):
         assert key in rows[-1]
-    assert rows[-1]["start_frame"] == 635 - 320  # the window starts at the demo's end
+    assert rows[-1]["start_frame"] == 635 - 128  # the window starts at the demo's end
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
     ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["frames"] == 1280 and ckpt["updates"] == 5 and ckpt["game"] == "montezuma_revenge"
     for png in ("curriculum.png", "score.png", "success.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "frames" in result.stdout and "start 315/635" in result.stdout  # the status line
+    assert "frames" in result.stdout and "start 507/635" in result.stdout  # the status line
+    assert len(rows[-1]["window_bin_success_rates"]) == 4  # front to back of the window
+
+
+def test_success_by_start_report_counts_every_demo_start_episode(tiny_run):
+    run_dir, _ = tiny_run
+    table = json.loads((run_dir / "success_by_start.json").read_text())
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    total = json.loads(ckpt["scheduler_json"])["total"]
+    assert sum(b["episodes"] for b in table["bins"]) == round(sum(total["attempts"])) > 0
+    assert table["demo_length"] == 635 and table["start_frame"] == 507
+    played = [b for b in table["bins"] if b["episodes"]]
+    assert all(b["last"] >= 507 - table["bin_frames"] for b in played)  # only window starts so far
+    assert all(0.0 <= b["success_rate"] <= 1.0 for b in played)
+    assert (run_dir / "success_by_start.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_success_by_start_table_bins_the_demo():
+    starts = np.array([0, 5, 10, 630, 634])
+    attempts = np.array([2.0, 2.0, 1.0, 4.0, 4.0])
+    successes = np.array([0.0, 1.0, 1.0, 4.0, 2.0])
+    table = success_by_start_table(starts, attempts, successes, demo_length=635, bins=20)
+    assert table["bin_frames"] == 32 and len(table["bins"]) == 20
+    assert table["bins"][0] == {"first": 0, "last": 31, "episodes": 5, "success_rate": 0.4}
+    assert table["bins"][-1] == {"first": 608, "last": 634, "episodes": 8, "success_rate": 0.75}
+    assert all(b["episodes"] == 0 and b["success_rate"] is None for b in table["bins"][1:-1])
 
 
 def test_resume_continues_counters_model_and_curriculum(tiny_run, tmp_path):

@@ -58,10 +58,10 @@ class PPOConfig:
     lr: float = 2.5e-4
     adam_eps: float = 1e-5
     num_epochs: int = 4
-    num_minibatches: int = 4
+    num_minibatches: int = 8
     clip_coef: float = 0.1
     clip_vloss: bool = True
-    ent_coef: float = 0.01
+    ent_coef: float = 0.001
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     norm_adv: bool = True
