@@ -48,7 +48,7 @@ class CurriculumConfig:
     signal instead of an all-or-nothing one.
     """
 
-    window: int = 128
+    window: int = 64
     """Width of the window of start frames, in demo frames."""
 
     step: int | None = None

@@ -72,11 +72,11 @@ class TrainConfig:
     """Updates between periodic checkpoints (``latest.pt`` is rewritten every ``latest_every`` updates)."""
     latest_every: int = 5
     max_seconds: float | None = None
+    """Stop (with a checkpoint) after this much training wall-clock time, whatever the frame budget."""
     stop_at_success: float | None = None
     """Stop (with a checkpoint) once the curriculum has reached the game start and at least this
     fraction of the last 100 episodes from the game start tied or beat the demo's return (20 such
-    episodes at least). Lets benchmarks spend the saved time on the baseline instead."""
-    """Stop (with a checkpoint) after this much training wall-clock time, whatever the frame budget."""
+    episodes at least; all ranks together). Lets benchmarks spend the saved time on the baseline."""
     status_every: float = 5.0
     """Seconds between console status lines."""
     env_kind: str = "atari"
@@ -430,8 +430,13 @@ class Trainer:
     def _log(self, row: dict) -> None:
         if not self.dist.is_main:
             return
+        # NaN/inf (a rate with no episodes yet) are not JSON: write null so strict parsers (jq, JS) read the file.
+        def finite(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return [finite(x) for x in v] if isinstance(v, list) else v
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps({k: finite(v) for k, v in row.items()}) + "\n")
         if self.tb is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -457,14 +462,27 @@ class Trainer:
                  f"episodes {s['episodes']}"]
         return " | ".join(p for p in parts if p)
 
-    def _goal_reached(self) -> bool:
-        threshold = self.config.stop_at_success
-        if threshold is None or self.demo_info.get("total_return") is None:
-            return False
-        if self.scheduler is not None and self.scheduler.start_frame > 0:
-            return False
-        rate = self.stats.from_start_success_rate()
-        return len(self.stats.from_start_success) >= 20 and rate is not None and rate >= threshold
+    def _stop_reason(self, started: float) -> str | None:
+        """Why the run should stop now (time budget or goal reached), decided jointly by all ranks.
+
+        Every rank calls this at the same point of every iteration; the local
+        verdicts are summed in one all-reduce so that no rank leaves the loop
+        while the others still wait for it in a collective (which would hang).
+        """
+        cfg = self.config
+        if cfg.max_seconds is None and cfg.stop_at_success is None:
+            return None
+        over_time = cfg.max_seconds is not None and time.time() - started >= cfg.max_seconds
+        at_start = self.scheduler is None or self.scheduler.start_frame == 0
+        wins = self.stats.from_start_success
+        local = np.array([float(over_time), float(sum(wins)), float(len(wins)), float(at_start)])
+        total = self.dist.all_reduce_sum(local) if self.dist.world_size > 1 else local
+        if total[0] > 0:
+            return "time"
+        if cfg.stop_at_success is not None and total[3] == self.dist.world_size and total[2] >= 20 \
+                and total[1] / total[2] >= cfg.stop_at_success:
+            return f"{total[1] / total[2]:.0%} of the last {int(total[2])} episodes from the game start beat the demo"
+        return None
 
     def train(self) -> int:
         """Run until the frame budget is spent or a signal arrives; returns an exit code."""
@@ -492,13 +510,10 @@ class Trainer:
                       f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
                       f"run dir {self.run_dir}", flush=True)
             while self.frames < cfg.total_frames and self._stop_signal is None:
-                if cfg.max_seconds is not None and time.time() - t0 >= cfg.max_seconds:
-                    break
-                if self._goal_reached():
-                    if not self.quiet:
-                        print(f"stopping: {self.stats.from_start_success_rate():.0%} of the last "
-                              f"{len(self.stats.from_start_success)} episodes from the game start beat the demo",
-                              flush=True)
+                reason = self._stop_reason(t0)
+                if reason is not None:
+                    if reason != "time" and not self.quiet:
+                        print(f"stopping: {reason}", flush=True)
                     break
                 tick = time.time()
                 initial_hidden = None if hidden is None else hidden.clone()

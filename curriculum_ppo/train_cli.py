@@ -46,7 +46,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--minutes", type=lambda v: float(v) * 60, help="stop after this many minutes of training")
     g.add_argument("--stop-at-success", type=float, metavar="RATE",
                    help="stop once the curriculum reached the game start and this fraction of the last 100 "
-                        "episodes from the game start tied or beat the demo (e.g. 0.5)")
+                        "episodes from the game start tied or beat the demo (e.g. 0.5; 0 = off)")
     g.add_argument("--num-envs", type=int, help="parallel environments per process (default 8)")
     g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores; 0 = step the envs in the learner process)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
@@ -70,7 +70,7 @@ def add_train_parser(sub) -> None:
     g.add_argument("--minibatches", type=int)
     g.add_argument("--clip", type=float)
     g = p.add_argument_group("curriculum")
-    g.add_argument("--window", type=int, help="width of the window of start frames (default 128)")
+    g.add_argument("--window", type=int, help="width of the window of start frames (default 64)")
     g.add_argument("--success-threshold", type=float, help="move back at this success rate (default 0.2)")
     g.add_argument("--random-start-fraction", type=float, help="episodes starting at random later frames (0.2)")
     g.add_argument("--decision-front", type=float,
@@ -109,6 +109,8 @@ def build_config(args):
             continue
         target = config if section is None else getattr(config, section)
         setattr(target, name, value)
+    if config.stop_at_success == 0:  # "--stop-at-success 0" switches the rule off (e.g. on --resume)
+        config.stop_at_success = None
     if getattr(args, "no_overlap", False):
         config.overlap = False
     if getattr(args, "compile", False):
@@ -146,6 +148,10 @@ def _validate(config) -> None:
         (0 < config.curriculum.success_threshold <= 1, "--success-threshold must be in (0, 1]"),
         (0 <= config.curriculum.random_start_fraction < 1, "--random-start-fraction must be in [0, 1)"),
         (config.curriculum.window > 0, "--window must be positive"),
+        (config.stop_at_success is None or 0 < config.stop_at_success <= 1,
+         "--stop-at-success must be in (0, 1] (0 switches it off)"),
+        (config.stop_at_success is None or config.demo is not None or config.env_kind != "atari",
+         "--stop-at-success needs a demo: the goal is to beat the demo's return from the game start"),
     ]
     for ok, message in checks:
         if not ok:

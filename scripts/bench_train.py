@@ -53,29 +53,46 @@ def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
     learner.update(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         learner.update(batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return repeats * T * B * cfg.num_epochs / (time.perf_counter() - start)
+    samples = repeats * T * B * cfg.num_epochs
+    return samples / (time.perf_counter() - start), (time.process_time() - cpu_start) / samples
 
 
 def bench_env_only(num_envs, workers, seconds) -> float:
+    """EnvPool stepping with random actions and the Trainer's start frames (a fresh curriculum)."""
+    from curriculum_ppo.curriculum import CurriculumScheduler
     from curriculum_ppo.demo.store import load_demo
     from curriculum_ppo.workers import EnvPool, EnvSpec
 
-    n = len(load_demo(DEMO))
+    scheduler = CurriculumScheduler(len(load_demo(DEMO)))
     rng = np.random.default_rng(0)
     with EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers) as pool:
-        pool.next_start[:] = rng.integers(0, n, num_envs)
+        pool.next_start[:] = [scheduler.sample_start(rng, i, num_envs) for i in range(num_envs)]
         pool.reset()
+        pool.next_start[:] = [scheduler.sample_start(rng, i, num_envs) for i in range(num_envs)]
+        pids = [p.pid for p in pool.processes]
         steps, start = 0, time.perf_counter()
+        cpu_start = _cpu_seconds(pids) + time.process_time()
         while time.perf_counter() - start < seconds:
             for ep in pool.step(rng.integers(0, 18, num_envs)):
-                pool.next_start[ep["env"]] = rng.integers(0, n)
+                pool.next_start[ep["env"]] = scheduler.sample_start(rng, ep["env"], num_envs)
             steps += num_envs
-        return steps / (time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        cpu = _cpu_seconds(pids) + time.process_time() - cpu_start
+        return steps / elapsed, cpu / steps
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of other processes (Linux /proc), in seconds."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
@@ -90,11 +107,20 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
 
     demo = load_demo(DEMO)
 
-    class DemoStart(gym.Wrapper):
-        def reset(self, **kwargs):
-            return self.env.reset(options={"start_frame": int(self.np_random.integers(0, len(demo)))})
+    from curriculum_ppo.curriculum import CurriculumScheduler
 
-    envs = gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i)) for i in range(num_envs)])
+    scheduler = CurriculumScheduler(len(demo))  # the same start frames as the Trainer's
+    rng = np.random.default_rng(0)
+
+    class DemoStart(gym.Wrapper):
+        def __init__(self, env, index):
+            super().__init__(env)
+            self.index = index
+
+        def reset(self, **kwargs):
+            return self.env.reset(options={"start_frame": scheduler.sample_start(rng, self.index, num_envs)})
+
+    envs = gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i), i) for i in range(num_envs)])
     policy = ActorCritic(PolicyConfig(num_actions=18, arch=arch)).to(device)
     cfg = PPOConfig()
     learner = PPOLearner(policy, cfg, device)
@@ -126,13 +152,14 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     return updates * T * B / elapsed
 
 
-def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False):
+def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None):
     from curriculum_ppo.train import Trainer, TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
                              num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
-                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile)
+                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile,
+                             torch_threads=threads)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -152,6 +179,8 @@ def main() -> None:
     parser.add_argument("--env-seconds", type=float, default=15.0)
     parser.add_argument("--skip-cleanrl", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the Trainer's network")
+    parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
+                        help="also measure the Trainer with these torch thread counts (default: torch's choice)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from curriculum_ppo.train import pick_device
@@ -160,16 +189,36 @@ def main() -> None:
     json_path = Path(args.json or ROOT / "scripts" / "results" / f"bench_train_{device.type}.json")
 
     rows = {}
-    update_sps = bench_update_only(device, args.envs, args.steps, args.arch)
-    cap = update_sps / 4
-    rows["env_only"] = bench_env_only(args.envs, args.workers, args.env_seconds)
+    from curriculum_ppo.ppo.learner import PPOConfig
+
+    epochs = PPOConfig().num_epochs
+    update_sps, update_cpu = bench_update_only(device, args.envs, args.steps, args.arch)
+    cap = update_sps / epochs
+    rows["env_only"], env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
     if not args.skip_cleanrl:
         rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
     rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
                                                        args.arch, compile=args.compile)
+    torch_default_threads = torch.get_num_threads()
+    for n in args.trainer_threads:
+        rows[f"curriculum_ppo_threads{n}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
+                                                              args.workers, args.arch, compile=args.compile, threads=n)
+        torch.set_num_threads(torch_default_threads)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"device {device}, {args.envs} envs x {args.steps} steps, 4 epochs, {args.arch} CNN")
+    print(f"device {device}, {args.envs} envs x {args.steps} steps, {epochs} epochs x "
+          f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN")
     print(f"PPO update alone: {update_sps:.0f} samples/s -> cap {cap:.0f} agent steps/s")
+    # An upper bound for any loop, however well it overlaps: on CPU, one agent step needs the CPU
+    # time of its env step plus `epochs` update passes (both measured above, policy inference left
+    # out), and the machine has os.cpu_count() cores to spend; on GPU the update runs beside the
+    # CPU, so the slower of the two sides bounds the loop.
+    if device.type == "cpu":
+        overlap_bound = (os.cpu_count() or 1) / (env_cpu + epochs * update_cpu)
+    else:
+        overlap_bound = min(rows["env_only"], cap)
+    print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
+    print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s"
+          + (f" = {overlap_bound / rows['cleanrl_style']:.2f}x the CleanRL-style loop" if "cleanrl_style" in rows else ""))
     print(f"{'loop':<16} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cleanrl':>11} {'vs env-only':>12}")
     base = rows.get("cleanrl_style")
     for name, sps in rows.items():
@@ -181,6 +230,9 @@ def main() -> None:
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
            "config": vars(args), "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap,
            "agent_steps_per_s": rows, "fraction_of_cap": rows["curriculum_ppo"] / cap,
+           "cpu_seconds_per_agent_step": {"env": env_cpu, "update": epochs * update_cpu},
+           "perfect_overlap_bound_agent_steps_per_s": overlap_bound,
+           "fraction_of_overlap_bound": rows["curriculum_ppo"] / overlap_bound,
            "speedup_vs_cleanrl_style": rows["curriculum_ppo"] / base if base else None,
            "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
            "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}

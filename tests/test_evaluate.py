@@ -264,7 +264,7 @@ def test_inspect_run_dir(capsys, run_dir, tmp_path):
     rc, out, err = cli(capsys, "inspect", run_dir)
     assert rc == 0, err
     assert "MontezumaRevenge" in out and "MontezumaRevenge-room1.h5 (635 frames)" in out
-    assert "frames 2,048 / 2,048 (100%)" in out and "start frame 507 / 635" in out
+    assert "frames 2,048 / 2,048 (100%)" in out and "start frame 571 / 635" in out
     assert "latest.pt" in out and "losses: policy" in out
     assert "success inside the window, front to back:" in out
     assert "success by start frame (all episodes so far" in out and "success_by_start.png" in out

@@ -200,22 +200,23 @@ def test_curriculum_solves_what_plain_ppo_cannot(tmp_path):
 
 def test_training_stops_once_the_game_start_beats_the_demo(tmp_path):
     """``stop_at_success``: the run ends (with a checkpoint) as soon as the curriculum has reached the
-    game start and half of the recent game-start episodes open the lock; without it the same run
-    spends its whole budget."""
+    game start and half of the recent game-start episodes open the lock; the same run without the
+    rule goes on to its frame budget."""
     ts = _toy_scaling()
     s = ts.Settings(budget=40_000)
 
-    def run(stop_at_success, name):
+    def run(stop_at_success, name, budget):
         cfg = ts.train_config("curriculum", 3, 2, 1, s)
-        cfg.stop_at_success = stop_at_success
+        cfg.stop_at_success, cfg.total_frames = stop_at_success, budget
         trainer = Trainer(cfg, tmp_path / name, quiet=True)
         assert trainer.train() == 0
         return trainer
 
-    stopped = run(0.5, "stops")
-    assert stopped.scheduler.start_frame == 0
-    assert len(stopped.stats.from_start_success) >= 20 and stopped.stats.from_start_success_rate() >= 0.5
+    stopped = run(0.5, "stops", s.budget)
     assert stopped.frames < s.budget
+    assert stopped.scheduler.start_frame == 0  # not before the curriculum reached the game start
+    assert len(stopped.stats.from_start_success) >= 20 and stopped.stats.from_start_success_rate() >= 0.5
     assert load_checkpoint(tmp_path / "stops" / "checkpoints" / "latest.pt")["frames"] == stopped.frames
-    full = run(None, "full")
-    assert full.frames >= s.budget
+    per_update = stopped.frames // stopped.updates
+    full = run(None, "full", stopped.frames + 3 * per_update)
+    assert full.frames == stopped.frames + 3 * per_update

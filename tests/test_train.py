@@ -48,14 +48,16 @@ def test_train_writes_config_metrics_tensorboard_checkpoint_and_plots(tiny_run):
     assert [r["frames"] for r in rows] == [256 * (i + 1) for i in range(5)]  # 2 envs x 32 steps x frameskip 4
     for key in ("fps", "start_frame", "success_rate", "policy_loss", "value_loss", "entropy", "lr", "ent_coef"):
         assert key in rows[-1]
-    assert rows[-1]["start_frame"] == 635 - 128  # the window starts at the demo's end
+    assert rows[-1]["start_frame"] == 635 - 64  # the window starts at the demo's end
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
     ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["frames"] == 1280 and ckpt["updates"] == 5 and ckpt["game"] == "montezuma_revenge"
     for png in ("curriculum.png", "score.png", "success.png"):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "frames" in result.stdout and "start 507/635" in result.stdout  # the status line
+    assert "frames" in result.stdout and "start 571/635" in result.stdout  # the status line
     assert len(rows[-1]["window_bin_success_rates"]) == 4  # front to back of the window
+    text = (run_dir / "metrics.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON: rates without episodes are null
 
 
 def test_success_by_start_report_counts_every_demo_start_episode(tiny_run):
@@ -64,9 +66,9 @@ def test_success_by_start_report_counts_every_demo_start_episode(tiny_run):
     ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     total = json.loads(ckpt["scheduler_json"])["total"]
     assert sum(b["episodes"] for b in table["bins"]) == round(sum(total["attempts"])) > 0
-    assert table["demo_length"] == 635 and table["start_frame"] == 507
+    assert table["demo_length"] == 635 and table["start_frame"] == 571
     played = [b for b in table["bins"] if b["episodes"]]
-    assert all(b["last"] >= 507 - table["bin_frames"] for b in played)  # only window starts so far
+    assert all(b["last"] >= 571 - table["bin_frames"] for b in played)  # only window starts so far
     assert all(0.0 <= b["success_rate"] <= 1.0 for b in played)
     assert (run_dir / "success_by_start.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -117,6 +119,15 @@ def test_resume_without_checkpoint_and_bad_demo(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     result = cli("train", "--demo", DEMO, "--game", "Pitfall", "--run-dir", str(tmp_path / "r2"), *TINY)
     assert result.returncode == 2 and "does not match the demo" in result.stderr
+
+
+def test_stop_at_success_must_be_a_fraction_and_needs_a_demo(tmp_path):
+    for value in ("1.5", "-0.2"):
+        result = cli("train", "--run-dir", str(tmp_path / "r"), "--stop-at-success", value, *TINY)
+        assert result.returncode == 2 and "--stop-at-success must be in (0, 1]" in result.stderr
+    result = cli("train", "--no-curriculum", "--run-dir", str(tmp_path / "r"), "--stop-at-success", "0.5", *TINY)
+    assert result.returncode == 2 and "--stop-at-success needs a demo" in result.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_incompatible_checkpoint_in_run_dir(tiny_run, tmp_path):
