@@ -209,7 +209,7 @@ def test_update_reports_all_stats_and_scales():
         assert isinstance(stats[key], float), key
     assert stats["lr"] == pytest.approx(2.5e-4 * 0.5)
     assert stats["ent_coef"] == pytest.approx(PPOConfig().ent_coef * 0.1)
-    assert stats["num_gradient_steps"] == 16  # 4 epochs x 4 minibatches
+    assert stats["num_gradient_steps"] == 32  # 4 epochs x 8 minibatches (the defaults)
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1.25e-4)
     assert policy.autocast_dtype is None  # amp=True is a no-op on CPU
 
