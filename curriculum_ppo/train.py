@@ -61,6 +61,11 @@ class TrainConfig:
     num_envs: int = 8
     num_workers: int | None = None
     """Env worker processes (default: one per CPU core, at most num_envs)."""
+    env_groups: int = 1
+    """Pipeline the envs in this many groups: the workers step one group while the learner picks the
+    next actions of another (see ``EnvPool``). Pays off when env stepping is the bottleneck."""
+    learner_steps_envs: bool = False
+    """The learner process steps one worker's share of the envs itself (one process fewer)."""
     num_steps: int = 128
     seed: int = 1
     device: str = "auto"
@@ -208,7 +213,8 @@ class Trainer:
         torch.manual_seed(rank_seed)
         self.rng = np.random.default_rng(rank_seed)
 
-        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100)
+        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100,
+                              num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
                                           recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
         self.policy = build_policy(self.policy_config).to(self.device)
@@ -358,45 +364,69 @@ class Trainer:
         return previous
 
     def _collect(self, policy: ActorCritic, buffers: dict, hidden):
-        """Play ``num_steps`` steps in every env with ``policy``; fill ``buffers``; return (episodes, hidden)."""
-        T = self.config.num_steps
-        pool, device = self.pool, self.device
-        finished = []
+        """Play ``num_steps`` steps in every env with ``policy``; fill ``buffers``; return (episodes, hidden).
+
+        With env groups the steps of the groups are pipelined: group g's result
+        is read and its next action chosen while the workers step the other
+        groups (see :class:`~curriculum_ppo.workers.EnvPool`).
+        """
+        T, pool = self.config.num_steps, self.pool
+        groups = [(None, slice(None))] if pool.num_groups == 1 else list(enumerate(pool.group_slices))
+        buffers["next_episode_starts"] = torch.zeros(self.config.num_envs, dtype=torch.bool)
+        finished: list[dict] = []
         with torch.no_grad():
-            for t in range(T):
-                buffers["obs"][t].copy_(torch.from_numpy(pool.obs))
-                buffers["loss_mask"][t] = torch.from_numpy(~pool.warmup)
-                obs = buffers["obs"][t].to(device, non_blocking=True)
-                starts = buffers["episode_starts"][t].to(device)
-                action, logprob, value, hidden = policy.act(obs, hidden, starts)
-                action_cpu = action.cpu()
-                pool.step_async(action_cpu.numpy())
-                buffers["actions"][t] = action_cpu
-                buffers["logprobs"][t] = logprob.float().cpu()
-                buffers["values"][t] = value.float().cpu()
-                episodes = pool.step_wait()
-                buffers["rewards"][t] = torch.from_numpy(pool.rewards)
-                term = torch.from_numpy(pool.terminated.copy())
-                trunc = torch.from_numpy(pool.truncated.copy())
-                buffers["terminations"][t] = term
-                buffers["truncations"][t] = trunc
-                if trunc.any():
-                    idx = torch.nonzero(trunc).squeeze(-1)
-                    final = torch.from_numpy(pool.final_obs[idx.numpy()]).to(device)
-                    h = None if hidden is None else hidden[idx.to(hidden.device)]
-                    _, _, v, _ = policy.act(final, h, None)
-                    buffers["truncation_values"][t, idx] = v.float().cpu()
-                ended = term | trunc
-                if t + 1 < T:
-                    buffers["episode_starts"][t + 1] = ended
-                else:
-                    buffers["next_episode_starts"] = ended.clone()
-                for episode in episodes:
-                    finished.append(episode)
-                    pool.next_start[episode["env"]] = self._sample_start(episode["env"])
+            for t in range(T + 1):
+                for group, envs in groups:
+                    if t > 0:
+                        finished += self._finish_step(policy, buffers, hidden, t - 1, group, envs)
+                    if t < T:
+                        hidden = self._start_step(policy, buffers, hidden, t, group, envs)
             buffers["last_obs"] = torch.from_numpy(pool.obs.copy())
             buffers["last_hidden"] = hidden
         return finished, hidden
+
+    def _start_step(self, policy: ActorCritic, buffers: dict, hidden, t: int, group: int | None, envs: slice):
+        """Record step t's observations of ``envs``, choose their actions and start stepping them."""
+        pool = self.pool
+        buffers["obs"][t, envs].copy_(torch.from_numpy(pool.obs[envs]))
+        buffers["loss_mask"][t, envs] = torch.from_numpy(~pool.warmup[envs])
+        obs = buffers["obs"][t, envs].to(self.device, non_blocking=True)
+        starts = buffers["episode_starts"][t, envs].to(self.device)
+        action, logprob, value, new_hidden = policy.act(obs, None if hidden is None else hidden[envs], starts)
+        action_cpu = action.cpu()
+        pool.step_async(action_cpu.numpy(), group)
+        buffers["actions"][t, envs] = action_cpu
+        buffers["logprobs"][t, envs] = logprob.float().cpu()
+        buffers["values"][t, envs] = value.float().cpu()
+        if group is None or new_hidden is None:
+            return new_hidden
+        hidden[envs] = new_hidden
+        return hidden
+
+    def _finish_step(self, policy: ActorCritic, buffers: dict, hidden, t: int, group: int | None,
+                     envs: slice) -> list[dict]:
+        """Wait for step t of ``envs``; record rewards and episode ends; pick restarts; return finished episodes."""
+        pool = self.pool
+        episodes = pool.step_wait(group)
+        buffers["rewards"][t, envs] = torch.from_numpy(pool.rewards[envs])
+        term = torch.from_numpy(pool.terminated[envs].copy())
+        trunc = torch.from_numpy(pool.truncated[envs].copy())
+        buffers["terminations"][t, envs] = term
+        buffers["truncations"][t, envs] = trunc
+        if trunc.any():
+            idx = torch.nonzero(trunc).squeeze(-1) + (envs.start or 0)
+            final = torch.from_numpy(pool.final_obs[idx.numpy()]).to(self.device)
+            h = None if hidden is None else hidden[idx.to(hidden.device)]
+            _, _, v, _ = policy.act(final, h, None)
+            buffers["truncation_values"][t, idx] = v.float().cpu()
+        ended = term | trunc
+        if t + 1 < self.config.num_steps:
+            buffers["episode_starts"][t + 1, envs] = ended
+        else:
+            buffers["next_episode_starts"][envs] = ended
+        for episode in episodes:
+            pool.next_start[episode["env"]] = self._sample_start(episode["env"])
+        return episodes
 
     def _make_buffers(self) -> dict:
         T, B = self.config.num_steps, self.config.num_envs

@@ -16,6 +16,7 @@ from curriculum_ppo.errors import UserError
 # flag dest -> (section or None, field)
 KNOBS = {
     "frames": (None, "total_frames"), "num_envs": (None, "num_envs"), "workers": (None, "num_workers"),
+    "env_groups": (None, "env_groups"), "learner_steps_envs": (None, "learner_steps_envs"),
     "steps": (None, "num_steps"), "seed": (None, "seed"), "device": (None, "device"),
     "arch": (None, "arch"), "recurrent": (None, "recurrent"), "threads": (None, "torch_threads"),
     "status_every": (None, "status_every"), "minutes": (None, "max_seconds"),
@@ -30,7 +31,8 @@ KNOBS = {
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
 }
-RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "status_every", "threads", "checkpoint_every"}
+RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
+           "status_every", "threads", "checkpoint_every"}
 
 
 def add_train_parser(sub) -> None:
@@ -49,6 +51,11 @@ def add_train_parser(sub) -> None:
                         "episodes from the game start tied or beat the demo (e.g. 0.5; 0 = off)")
     g.add_argument("--num-envs", type=int, help="parallel environments per process (default 8)")
     g.add_argument("--workers", type=int, help="env worker processes (default: CPU cores; 0 = step the envs in the learner process)")
+    g.add_argument("--env-groups", type=int, metavar="G",
+                   help="pipeline the envs in G groups: workers step one group while the learner picks the "
+                        "next actions of another (default 1; 2 pays off when env stepping is the bottleneck)")
+    g.add_argument("--learner-steps-envs", action="store_true", default=None,
+                   help="the learner process steps one worker's share of the envs itself (one process fewer)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -142,6 +149,7 @@ def _validate(config) -> None:
         (config.num_envs > 0, "--num-envs must be positive"),
         (config.num_workers is None or config.num_workers >= 0, "--workers must be >= 0 (0: envs in the learner process)"),
         (config.num_steps > 0, "--steps must be positive"),
+        (1 <= config.env_groups <= config.num_envs, "--env-groups must be in 1..--num-envs"),
         (config.ppo.lr > 0, "--lr must be positive"),
         (config.ppo.num_epochs > 0 and config.ppo.num_minibatches > 0, "--epochs and --minibatches must be positive"),
         (config.num_envs * config.num_steps >= config.ppo.num_minibatches, "batch smaller than --minibatches"),

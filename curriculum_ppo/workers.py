@@ -140,8 +140,9 @@ def _step_envs(envs: list, first: int, a: dict) -> list[dict]:
     return episodes
 
 
-def _worker_main(index: int, spec: EnvSpec, env_slice: tuple[int, int], num_envs: int, obs_shape: tuple,
+def _worker_main(index: int, spec: EnvSpec, group_slices: list[tuple[int, int]], num_envs: int, obs_shape: tuple,
                  names: dict, seed: int, conn) -> None:
+    """Own the envs of ``group_slices`` (one contiguous slice per env group) and step them on command."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the learner handles Ctrl-C and shuts us down
     try:
         import cv2
@@ -153,20 +154,19 @@ def _worker_main(index: int, spec: EnvSpec, env_slice: tuple[int, int], num_envs
     try:
         shared = _Shared(num_envs, obs_shape, create=False, names=names)
         a = shared.arrays
-        lo, hi = env_slice
-        envs = [spec.make(seed=seed + i) for i in range(lo, hi)]
+        groups = [(lo, [spec.make(seed=seed + i) for i in range(lo, hi)]) for lo, hi in group_slices]
 
         conn.send(("ready", None))
         while True:
-            command = conn.recv()
+            command, group = conn.recv()
             if command == "step":
-                conn.send(("ok", _step_envs(envs, lo, a)))
+                chosen = groups if group is None else [groups[group]]
+                conn.send(("ok", [e for lo, envs in chosen for e in _step_envs(envs, lo, a)]))
             elif command == "reset":
-                for offset, env in enumerate(envs):
-                    _reset_env(env, lo + offset, a)
+                for lo, envs in groups:
+                    for offset, env in enumerate(envs):
+                        _reset_env(env, lo + offset, a)
                 conn.send(("ok", []))
-            elif command == "crash":  # used by tests to simulate a dying worker
-                os._exit(3)
             elif command == "close":
                 break
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
@@ -181,6 +181,35 @@ def _worker_main(index: int, spec: EnvSpec, env_slice: tuple[int, int], num_envs
             shared.close(unlink=False)
 
 
+def group_slices(num_envs: int, num_groups: int) -> list[slice]:
+    """Env groups: ``num_groups`` contiguous, near-equal slices of the env indices."""
+    if not 1 <= num_groups <= num_envs:
+        raise UserError(f"env groups must be in 1..{num_envs} (the number of envs), got {num_groups}")
+    bounds = np.linspace(0, num_envs, num_groups + 1).astype(int)
+    return [slice(int(bounds[g]), int(bounds[g + 1])) for g in range(num_groups)]
+
+
+class _GroupOrder:
+    """Checks that groups are waited for in the order they were started (pipes answer in order)."""
+
+    def __init__(self, num_groups: int) -> None:
+        self.num_groups = num_groups
+        self.pending: list[int | None] = []
+
+    def started(self, group: int | None) -> None:
+        if group is not None and not 0 <= group < self.num_groups:
+            raise ValueError(f"group {group} not in 0..{self.num_groups - 1}")
+        if group in self.pending or (self.pending and (group is None or None in self.pending)):
+            raise RuntimeError(f"env group {group} started again before it was waited for")
+        self.pending.append(group)
+
+    def finished(self, group: int | None) -> None:
+        if not self.pending or self.pending[0] != group:
+            expected = self.pending[0] if self.pending else "nothing"
+            raise RuntimeError(f"waited for env group {group}, but the next one to finish is {expected}")
+        self.pending.pop(0)
+
+
 class EnvPool:
     """``num_envs`` environments in ``num_workers`` processes, stepped as one batch.
 
@@ -189,12 +218,31 @@ class EnvPool:
     ``final_obs`` and ``warmup`` hold the batch (views into shared memory:
     copy what you keep). ``step_async``/``step_wait`` split the two halves so
     the caller can work while the envs step.
+
+    Env groups (``num_groups`` > 1) pipeline the batch: the envs are cut into
+    groups (``group_slices``), each spread over all workers, and
+    ``step_async(actions, group=g)`` / ``step_wait(group=g)`` step one group.
+    While the caller picks the actions of one group, the workers already step
+    the other, so a worker never waits for the caller or for a slower worker
+    (with one group, each step ends with every worker idle until the slowest
+    one and the learner's round trip are done). ``step(actions)`` without a
+    group still steps every env.
+
+    With ``learner_is_worker`` the calling process is worker 0: it steps its
+    share of the envs itself inside ``step_wait``/``reset`` while the
+    ``num_workers - 1`` worker processes step theirs. On a machine with as
+    many workers as cores this removes the third process that otherwise
+    preempts a worker on every message (``scripts/bench_envs.py`` measures it).
     """
 
     def __init__(self, spec: EnvSpec, num_envs: int, num_workers: int | None = None, seed: int = 0,
-                 start_method: str = "spawn", timeout: float = 120.0):
+                 start_method: str = "spawn", timeout: float = 120.0, num_groups: int = 1,
+                 learner_is_worker: bool = False):
         num_workers = min(num_envs, num_workers or os.cpu_count() or 1)
         self.spec, self.num_envs, self.num_workers, self.timeout = spec, num_envs, num_workers, timeout
+        self.group_slices = group_slices(num_envs, num_groups)
+        self.num_groups = num_groups
+        self._order = _GroupOrder(num_groups)
         obs_shape, self.num_actions = spec.probe()
         self.obs_shape = tuple(obs_shape)
         self.shared = _Shared(num_envs, self.obs_shape, create=True)
@@ -202,16 +250,27 @@ class EnvPool:
         for key in _Shared.FIELDS:
             setattr(self, key, a[key])
         self.next_start[:] = REAL_START
-        bounds = np.linspace(0, num_envs, num_workers + 1).astype(int)
-        self.slices = [(int(bounds[w]), int(bounds[w + 1])) for w in range(num_workers)]
+        # Worker w owns the w-th share of every group.
+        self.worker_groups: list[list[tuple[int, int]]] = [[] for _ in range(num_workers)]
+        for g in self.group_slices:
+            bounds = np.linspace(g.start, g.stop, num_workers + 1).astype(int)
+            for w in range(num_workers):
+                self.worker_groups[w].append((int(bounds[w]), int(bounds[w + 1])))
         ctx = mp.get_context(start_method)
         self.processes, self.conns = [], []
         self._closed = False
+        # Worker 0 in this process, or nobody: (first env index, envs) per group.
+        self.local: list[tuple[int, list]] = []
+        self._remote = list(range(1 if learner_is_worker else 0, num_workers))  # worker index of each process
         try:
-            for w, sl in enumerate(self.slices):
+            if learner_is_worker:
+                self.local = [(lo, [spec.make(seed=seed + i) for i in range(lo, hi)])
+                              for lo, hi in self.worker_groups[0]]
+            for w in self._remote:
+                slices = self.worker_groups[w]
                 parent, child = ctx.Pipe()
                 p = ctx.Process(target=_worker_main, name=f"env-worker-{w}",
-                                args=(w, spec, sl, num_envs, self.obs_shape, self.shared.names(), seed, child),
+                                args=(w, spec, slices, num_envs, self.obs_shape, self.shared.names(), seed, child),
                                 daemon=True)
                 p.start()
                 child.close()
@@ -227,9 +286,15 @@ class EnvPool:
         self.processes[w].join(timeout=1.0)
         return self.processes[w].exitcode
 
-    def _describe(self, w: int) -> str:
-        lo, hi = self.slices[w]
-        return f"env worker {w} (pid {self.processes[w].pid}, envs {lo}..{hi - 1})"
+    def _describe(self, k: int) -> str:
+        """Name the k-th worker process."""
+        w = self._remote[k]
+        envs = ", ".join(f"{lo}..{hi - 1}" for lo, hi in self.worker_groups[w] if hi > lo)
+        return f"env worker {w} (pid {self.processes[k].pid}, envs {envs})"
+
+    def _step_local(self, group: int | None) -> list[dict]:
+        chosen = self.local if group is None or not self.local else [self.local[group]]
+        return [e for lo, envs in chosen for e in _step_envs(envs, lo, self.shared.arrays)]
 
     def _collect(self, expect: str = "ok") -> list[dict]:
         pending = dict(enumerate(self.conns))
@@ -260,28 +325,36 @@ class EnvPool:
                 pending.pop(w, None)
         return episodes
 
-    def _send(self, command: str) -> None:
+    def _send(self, command: str, group: int | None = None) -> None:
         for w, conn in enumerate(self.conns):
             try:
-                conn.send(command)
+                conn.send((command, group))
             except (BrokenPipeError, OSError):
                 raise WorkerError(f"{self._describe(w)} died (exit code {self._exit_code(w)})") from None
 
     def reset(self) -> np.ndarray:
         self._send("reset")
+        for lo, envs in self.local:
+            for offset, env in enumerate(envs):
+                _reset_env(env, lo + offset, self.shared.arrays)
         self._collect()
         return self.obs
 
-    def step_async(self, actions) -> None:
-        self.actions[:] = actions
-        self._send("step")
+    def step_async(self, actions, group: int | None = None) -> None:
+        """Start stepping every env (``group=None``, ``actions`` for all) or one group (its actions only)."""
+        self._order.started(group)
+        self.actions[slice(None) if group is None else self.group_slices[group]] = actions
+        self._send("step", group)
 
-    def step_wait(self) -> list[dict]:
-        return self._collect()
+    def step_wait(self, group: int | None = None) -> list[dict]:
+        """Finish the oldest started step: this process's own envs first (if it is a worker), then the others'."""
+        self._order.finished(group)
+        episodes = self._step_local(group)
+        return episodes + self._collect()
 
-    def step(self, actions) -> list[dict]:
-        self.step_async(actions)
-        return self.step_wait()
+    def step(self, actions, group: int | None = None) -> list[dict]:
+        self.step_async(actions, group)
+        return self.step_wait(group)
 
     def peak_rss_bytes(self) -> list[int]:
         """Peak resident memory (VmHWM) of each worker process, for memory reports."""
@@ -301,7 +374,7 @@ class EnvPool:
         self._closed = True
         for conn in self.conns:
             try:
-                conn.send("close")
+                conn.send(("close", None))
             except Exception:
                 pass
         for p in self.processes:
@@ -311,6 +384,10 @@ class EnvPool:
                 p.join(timeout=2)
         for conn in self.conns:
             conn.close()
+        for _, envs in self.local:
+            for env in envs:
+                env.close()
+        self.local = []
         self.shared.close(unlink=True)
 
     def __enter__(self):
@@ -334,8 +411,11 @@ class InProcessEnvPool:
     and ``next_start`` semantics as :class:`EnvPool`.
     """
 
-    def __init__(self, spec: EnvSpec, num_envs: int, seed: int = 0):
+    def __init__(self, spec: EnvSpec, num_envs: int, seed: int = 0, num_groups: int = 1):
         self.spec, self.num_envs, self.num_workers = spec, num_envs, 0
+        self.group_slices = group_slices(num_envs, num_groups)
+        self.num_groups = num_groups
+        self._order = _GroupOrder(num_groups)
         self.envs = [spec.make(seed=seed + i) for i in range(num_envs)]
         self.obs_shape = tuple(self.envs[0].observation_space.shape)
         self.num_actions = int(self.envs[0].action_space.n)
@@ -355,15 +435,18 @@ class InProcessEnvPool:
             _reset_env(env, i, self._arrays)
         return self.obs
 
-    def step_async(self, actions) -> None:
-        self.actions[:] = actions
+    def step_async(self, actions, group: int | None = None) -> None:
+        self._order.started(group)
+        self.actions[slice(None) if group is None else self.group_slices[group]] = actions
 
-    def step_wait(self) -> list[dict]:
-        return _step_envs(self.envs, 0, self._arrays)
+    def step_wait(self, group: int | None = None) -> list[dict]:
+        self._order.finished(group)
+        sl = slice(0, self.num_envs) if group is None else self.group_slices[group]
+        return _step_envs(self.envs[sl], sl.start, self._arrays)
 
-    def step(self, actions) -> list[dict]:
-        self.step_async(actions)
-        return self.step_wait()
+    def step(self, actions, group: int | None = None) -> list[dict]:
+        self.step_async(actions, group)
+        return self.step_wait(group)
 
     def peak_rss_bytes(self) -> list[int]:
         return []
@@ -373,8 +456,9 @@ class InProcessEnvPool:
             env.close()
 
 
-def make_pool(spec: EnvSpec, num_envs: int, num_workers: int | None, seed: int = 0):
+def make_pool(spec: EnvSpec, num_envs: int, num_workers: int | None, seed: int = 0, num_groups: int = 1,
+              learner_is_worker: bool = False):
     """``num_workers=0`` steps the envs in this process; otherwise worker processes."""
     if num_workers == 0:
-        return InProcessEnvPool(spec, num_envs, seed)
-    return EnvPool(spec, num_envs, num_workers, seed)
+        return InProcessEnvPool(spec, num_envs, seed, num_groups)
+    return EnvPool(spec, num_envs, num_workers, seed, num_groups=num_groups, learner_is_worker=learner_is_worker)

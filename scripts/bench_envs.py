@@ -3,7 +3,9 @@
 
 All contenders do the same work per agent step (frameskip 4, max over the
 last two frames, 84x84 grayscale via cv2.INTER_AREA, 4-frame stack, random
-actions) for the same wall-clock duration each, and all but one start their
+actions) in short timed slices taken in turn (every contender stays alive,
+idle, while the others run, so a slow spell of this noisy machine hits all
+of them alike; the table shows medians), and all but one start their
 episodes the way training does: at demo frames drawn by the curriculum
 scheduler in its initial state (each env in its own stratum of the window),
 a new start after every life loss.
@@ -18,11 +20,16 @@ a new start after every life loss.
   the game-over screen emulate faster than room-1 play), kept for comparison
   with earlier figures;
 * ``env_pool``: curriculum_ppo's EnvPool (shared memory, several envs per
-  worker) over AtariEnv, with the same starts;
+  worker) over AtariEnv, with the same starts, all envs stepped as one batch
+  (``train --env-groups 1``, the default);
+* ``env_pool_2_groups``: the same pool with its envs in two pipelined groups
+  (``train --env-groups 2``): while one group's actions are chosen, the
+  workers step the other, so no worker waits for the slowest one or for the
+  learner's round trip;
 * ``gym_async``: gymnasium.vector.AsyncVectorEnv over the same AtariEnv
   (one process per env, shared memory), same starts.
 
-Usage: python scripts/bench_envs.py [--seconds 20] [--envs 8] [--json OUT]
+Usage: python scripts/bench_envs.py [--seconds 3] [--rounds 15] [--envs 8] [--json OUT]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,8 +59,8 @@ def _starts(num_envs: int, seed: int):
     return lambda i: scheduler.sample_start(rng, i, num_envs)
 
 
-def _raw_ale_worker(seconds: float, seed: int, env_indices: list[int], num_envs: int, demo_starts: bool,
-                    barrier, queue) -> None:
+def _raw_ale_worker(seed: int, env_indices: list[int], num_envs: int, demo_starts: bool, barrier, conn) -> None:
+    """Bare ale-py loops; each ``conn.recv()`` of a duration runs them that long and answers the step count."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -88,73 +96,109 @@ def _raw_ale_worker(seconds: float, seed: int, env_indices: list[int], num_envs:
         else:
             emu.reset()
             lives[i] = emu.ale.lives()
-    steps = 0
-    barrier.wait()  # every process starts its clock together
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        for i, emu in emus.items():
-            a = int(rng.integers(emu.num_actions))
-            reward = 0.0
-            for k in range(4):
-                reward += emu.ale.act(emu.actions[a])
-                if k >= 2:
-                    emu.ale.getScreenGrayscale(screens[k - 2])
-            small = cv2.resize(np.maximum(screens[0], screens[1]), (84, 84), interpolation=cv2.INTER_AREA)
-            stack = stacks[i]
-            stack[:-1] = stack[1:]
-            stack[-1] = small
-            steps += 1
-            if demo_starts:
-                scores[i] += reward
-                elapsed[i] += 4
-                verdict = trackers[i].step(elapsed[i], scores[i])
-                if emu.ale.lives() < lives[i] or emu.ale.game_over() or verdict.truncated:
-                    new_episode(i, emu)
-            elif emu.ale.game_over():
-                emu.reset()
-    queue.put(steps)
+    conn.send("ready")
+    while (seconds := conn.recv()) is not None:
+        steps = 0
+        barrier.wait()  # every process starts its clock together
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            for i, emu in emus.items():
+                a = int(rng.integers(emu.num_actions))
+                reward = 0.0
+                for k in range(4):
+                    reward += emu.ale.act(emu.actions[a])
+                    if k >= 2:
+                        emu.ale.getScreenGrayscale(screens[k - 2])
+                small = cv2.resize(np.maximum(screens[0], screens[1]), (84, 84), interpolation=cv2.INTER_AREA)
+                stack = stacks[i]
+                stack[:-1] = stack[1:]
+                stack[-1] = small
+                steps += 1
+                if demo_starts:
+                    scores[i] += reward
+                    elapsed[i] += 4
+                    verdict = trackers[i].step(elapsed[i], scores[i])
+                    if emu.ale.lives() < lives[i] or emu.ale.game_over() or verdict.truncated:
+                        new_episode(i, emu)
+                elif emu.ale.game_over():
+                    emu.reset()
+        conn.send(steps)
 
 
-def bench_raw_ale(seconds: float, processes: int, num_envs: int, demo_starts: bool = True) -> float:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    processes = min(processes, num_envs)  # as EnvPool: never more processes than envs
-    barrier = ctx.Barrier(processes)
-    groups = np.array_split(np.arange(num_envs), processes)
-    procs = [ctx.Process(target=_raw_ale_worker,
-                         args=(seconds, i, [int(e) for e in g], num_envs, demo_starts, barrier, queue))
-             for i, g in enumerate(groups)]
-    for p in procs:
-        p.start()
-    total = sum(queue.get() for _ in procs)
-    for p in procs:
-        p.join()
-    return total / seconds
+class RawAle:
+    """The emulator's limit: bare loops in ``processes`` processes, kept alive between timed slices."""
+
+    def __init__(self, processes: int, num_envs: int, demo_starts: bool = True):
+        ctx = mp.get_context("spawn")
+        processes = min(processes, num_envs)  # as EnvPool: never more processes than envs
+        barrier = ctx.Barrier(processes)
+        self.conns, self.procs = [], []
+        for i, group in enumerate(np.array_split(np.arange(num_envs), processes)):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_raw_ale_worker, daemon=True,
+                            args=(i, [int(e) for e in group], num_envs, demo_starts, barrier, child))
+            p.start()
+            self.conns.append(parent)
+            self.procs.append(p)
+        for conn in self.conns:
+            conn.recv()
+
+    def __call__(self, seconds: float) -> float:
+        for conn in self.conns:
+            conn.send(seconds)
+        return sum(conn.recv() for conn in self.conns) / seconds
+
+    def close(self) -> None:
+        for conn in self.conns:
+            conn.send(None)
+        for p in self.procs:
+            p.join()
 
 
-def _drive(step, num_envs, seconds, on_done=None) -> float:
+def _driver(step, num_envs):
+    """``run(seconds) -> agent steps/s`` for a batched ``step(actions)``."""
     rng = np.random.default_rng(0)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step(rng.integers(0, 18, num_envs))
-        steps += num_envs
-    return steps / (time.perf_counter() - start)
+
+    def run(seconds: float) -> float:
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            step(rng.integers(0, 18, num_envs))
+            steps += num_envs
+        return steps / (time.perf_counter() - start)
+    return run
 
 
-def bench_env_pool(seconds: float, num_envs: int, workers: int) -> float:
+def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
     from curriculum_ppo.workers import EnvPool, EnvSpec
 
     draw = _starts(num_envs, seed=1)
-    with EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers) as pool:
-        pool.next_start[:] = [draw(i) for i in range(num_envs)]
-        pool.reset()
-        pool.next_start[:] = [draw(i) for i in range(num_envs)]  # where each env restarts (the Trainer does this)
+    pool = stack.enter_context(EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers, num_groups=groups,
+                                       learner_is_worker=learner_is_worker))
+    pool.next_start[:] = [draw(i) for i in range(num_envs)]
+    pool.reset()
+    pool.next_start[:] = [draw(i) for i in range(num_envs)]  # where each env restarts (the Trainer does this)
+    rng = np.random.default_rng(0)
 
-        def step(actions):
-            for episode in pool.step(actions):
-                pool.next_start[episode["env"]] = draw(episode["env"])
-        step(np.zeros(num_envs, int))  # warm up
-        return _drive(step, num_envs, seconds)
+    def restart(episodes):
+        for episode in episodes:
+            pool.next_start[episode["env"]] = draw(episode["env"])
+    if groups == 1:
+        return _driver(lambda actions: restart(pool.step(actions)), num_envs)
+
+    # Pipelined as the Trainer does with env_groups: every group stays in flight; as soon as one
+    # group's step is back, its next actions are chosen and sent while the others step.
+    for g, sl in enumerate(pool.group_slices):
+        pool.step_async(rng.integers(0, 18, sl.stop - sl.start), group=g)
+
+    def run(seconds: float) -> float:
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for g, sl in enumerate(pool.group_slices):
+                restart(pool.step_wait(group=g))
+                pool.step_async(rng.integers(0, 18, sl.stop - sl.start), group=g)
+                steps += sl.stop - sl.start
+        return steps / (time.perf_counter() - start)
+    return run
 
 
 def _make_gym_env(index: int, num_envs: int):
@@ -173,40 +217,74 @@ def _make_gym_env(index: int, num_envs: int):
     return thunk
 
 
-def bench_gym_async(seconds: float, num_envs: int) -> float:
+def gym_async(num_envs: int, stack: ExitStack):
     import gymnasium as gym
 
     envs = gym.vector.AsyncVectorEnv([_make_gym_env(i, num_envs) for i in range(num_envs)], shared_memory=True,
                                      context="spawn")
-    try:
-        envs.reset(seed=0)
-        envs.step(np.zeros(num_envs, int))
-        return _drive(lambda a: envs.step(a), num_envs, seconds)
-    finally:
-        envs.close()
+    stack.callback(envs.close)
+    envs.reset(seed=0)
+    return _driver(envs.step, num_envs)
+
+
+def raw_ale(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool = True):
+    raw = RawAle(processes, num_envs, demo_starts)
+    stack.callback(raw.close)
+    return raw
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per contender per round")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="contenders run in turn, this many times; the table shows medians")
+    parser.add_argument("--warmup", type=float, default=10.0,
+                        help="untimed seconds each contender runs first, so the pools' per-env start caches are "
+                             "filled as in a training run (the raw reference clones every start state up front)")
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--skip-gym", action="store_true")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_envs.json"))
     args = parser.parse_args()
 
-    results = {"raw_ale": bench_raw_ale(args.seconds, args.workers, args.envs),
-               "env_pool": bench_env_pool(args.seconds, args.envs, args.workers)}
-    if not args.skip_gym:
-        results["gym_async"] = bench_gym_async(args.seconds, args.envs)
-    results["raw_ale_game_start"] = bench_raw_ale(args.seconds, args.workers, args.envs, demo_starts=False)
+    rounds: dict[str, list[float]] = {}
+    with ExitStack() as stack:
+        # Every contender is built once and stays alive (idle, blocked on a pipe) while the others run:
+        # short slices in turn, so a slow spell of a noisy machine hits all of them alike.
+        contenders = {"raw_ale": raw_ale(args.workers, args.envs, stack),
+                      "env_pool": env_pool(args.envs, args.workers, stack),
+                      "env_pool_2_groups": env_pool(args.envs, args.workers, stack, groups=2),
+                      "env_pool_learner_worker": env_pool(args.envs, args.workers, stack, learner_is_worker=True),
+                      "env_pool_learner_worker_2_groups": env_pool(args.envs, args.workers, stack, groups=2,
+                                                                   learner_is_worker=True)}
+        if not args.skip_gym:
+            contenders["gym_async"] = gym_async(args.envs, stack)
+        contenders["raw_ale_game_start"] = raw_ale(args.workers, args.envs, stack, demo_starts=False)
+        for name, run in contenders.items():
+            run(args.warmup)
+            rounds[name] = []
+        for r in range(args.rounds):
+            for name, run in contenders.items():
+                rounds[name].append(run(args.seconds))
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rounds.items()),
+                  flush=True)
+    results = {name: float(np.median(v)) for name, v in rounds.items()}
+    # The ratio per round (pool vs the raw run just before it) is the side-by-side figure; its median is quoted.
+    ratios = [p / r for p, r in zip(rounds["env_pool"], rounds["raw_ale"])]
+    ratios_2 = [p / r for p, r in zip(rounds["env_pool_2_groups"], rounds["raw_ale"])]
     limit = results["raw_ale"]
-    print(f"{'contender':<20} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11}")
+    print(f"{'contender':<20} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11}   (medians of {args.rounds})")
     for name, sps in results.items():
         print(f"{name:<20} {sps:>14.0f} {4 * sps:>10.0f} {sps / limit:>10.0%}")
+    for name, r in (("env_pool", ratios), ("env_pool_2_groups", ratios_2)):
+        print(f"{name} / raw_ale per round: {', '.join(f'{x:.0%}' for x in r)} (median {np.median(r):.0%})")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-           "cpus": os.cpu_count(), "seconds": args.seconds, "envs": args.envs, "workers": args.workers,
-           "agent_steps_per_s": results, "ratio_env_pool_vs_raw": results["env_pool"] / limit,
+           "cpus": os.cpu_count(), "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": args.rounds,
+           "envs": args.envs, "workers": args.workers,
+           "agent_steps_per_s": results, "agent_steps_per_s_by_round": rounds,
+           "ratio_env_pool_vs_raw": float(np.median(ratios)), "ratio_env_pool_vs_raw_by_round": ratios,
+           "ratio_env_pool_2_groups_vs_raw": float(np.median(ratios_2)),
+           "ratio_env_pool_2_groups_vs_raw_by_round": ratios_2,
            "ratio_gym_async_vs_raw": results["gym_async"] / limit if "gym_async" in results else None,
            "starts": "curriculum scheduler, initial window, one stratum per env; new start after each life loss"}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

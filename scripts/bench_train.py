@@ -152,14 +152,15 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     return updates * T * B / elapsed
 
 
-def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None):
+def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None,
+                  env_groups=1, learner_steps_envs=False):
     from curriculum_ppo.train import Trainer, TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
                              num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
                              latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile,
-                             torch_threads=threads)
+                             torch_threads=threads, env_groups=env_groups, learner_steps_envs=learner_steps_envs)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the Trainer's network")
     parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
                         help="also measure the Trainer with these torch thread counts (default: torch's choice)")
+    parser.add_argument("--pool-variants", action="store_true",
+                        help="also measure the Trainer with --env-groups 2 and with --learner-steps-envs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from curriculum_ppo.train import pick_device
@@ -204,6 +207,10 @@ def main() -> None:
         rows[f"curriculum_ppo_threads{n}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, threads=n)
         torch.set_num_threads(torch_default_threads)
+    if args.pool_variants:
+        for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True})):
+            rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
+                                                              args.workers, args.arch, compile=args.compile, **kwargs)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"device {device}, {args.envs} envs x {args.steps} steps, {epochs} epochs x "
           f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN")
@@ -219,10 +226,10 @@ def main() -> None:
     print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
     print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s"
           + (f" = {overlap_bound / rows['cleanrl_style']:.2f}x the CleanRL-style loop" if "cleanrl_style" in rows else ""))
-    print(f"{'loop':<16} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cleanrl':>11} {'vs env-only':>12}")
+    print(f"{'loop':<30} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cleanrl':>11} {'vs env-only':>12}")
     base = rows.get("cleanrl_style")
     for name, sps in rows.items():
-        print(f"{name:<16} {sps:>14.0f} {4 * sps:>9.0f} {sps / cap:>7.0%} "
+        print(f"{name:<30} {sps:>14.0f} {4 * sps:>9.0f} {sps / cap:>7.0%} "
               f"{(f'{sps / base:.2f}x' if base else '-'):>11} {sps / rows['env_only']:>11.0%}")
     print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),

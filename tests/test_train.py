@@ -1,5 +1,6 @@
 """The ``train`` command end to end on the real emulator with tiny budgets: outputs, resume, faults."""
 
+import functools
 import json
 import os
 import signal
@@ -197,3 +198,59 @@ def test_a_dying_worker_is_named_and_the_checkpoint_kept(tmp_path):
     with pytest.raises(UserError, match=r"env worker 1 \(pid \d+, envs 1\.\.1\) died.*checkpoint kept"):
         trainer.train()
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "latest.pt")["updates"] >= 2
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["cnn", "gru"])
+def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, recurrent):
+    """``env_groups=2`` reorders the work (one group's actions are chosen while the other steps) but
+    must not change what is recorded: with the real network acting greedily, the rollout buffers,
+    finished episodes and GRU state equal those of the one-batch loop, step for step."""
+    def rollout(groups: int):
+        config = TrainConfig(demo=DEMO, num_envs=4, num_workers=0, num_steps=48, env_groups=groups, seed=3,
+                             recurrent=recurrent, status_every=1e9)
+        trainer = Trainer(config, tmp_path / f"groups{groups}", quiet=True)
+        try:
+            policy = trainer.behaviour
+            policy.act = functools.partial(type(policy).act, policy, deterministic=True)
+            for i in range(4):
+                trainer.pool.next_start[i] = trainer._sample_start(i)
+            trainer.pool.reset()
+            for i in range(4):
+                trainer.pool.next_start[i] = trainer._sample_start(i)
+            buffers = trainer._make_buffers()
+            buffers["episode_starts"][0] = True
+            episodes, hidden = trainer._collect(policy, buffers, policy.initial_state(4, trainer.device))
+            return buffers, episodes, hidden
+        finally:
+            trainer.close()
+
+    one, episodes_one, hidden_one = rollout(1)
+    two, episodes_two, hidden_two = rollout(2)
+    assert len(episodes_one) >= 2 and one["truncations"].any()  # restarts and bootstrapped cuts happened
+    assert episodes_one == episodes_two
+    for key in ("obs", "actions", "rewards", "terminations", "truncations", "episode_starts", "loss_mask",
+                "next_episode_starts", "last_obs"):
+        assert torch.equal(one[key], two[key]), key
+    for key in ("values", "logprobs", "truncation_values"):
+        assert torch.allclose(one[key], two[key], atol=1e-5), key
+    assert (hidden_one is None) == (not recurrent)
+    if recurrent:
+        assert torch.allclose(hidden_one, hidden_two, atol=1e-5)
+
+
+def test_pipelined_groups_with_the_learner_as_a_worker_train_end_to_end(tmp_path):
+    """The whole loop (rollouts overlapped with updates, checkpoints) with both pool options on."""
+    config = TrainConfig(demo=DEMO, total_frames=2 * 4 * 16 * 4, num_envs=4, num_workers=2, num_steps=16,
+                         env_groups=2, learner_steps_envs=True, status_every=1e9)
+    config.ppo.num_minibatches = 2
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    assert len(trainer.pool.processes) == 1
+    assert trainer.train() == 0
+    assert trainer.updates == 2 and load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["updates"] == 2
+
+
+def test_env_groups_must_fit_the_envs(tmp_path):
+    for value in ("0", "3"):
+        result = cli("train", "--run-dir", str(tmp_path / "r"), "--env-groups", value, *TINY)
+        assert result.returncode == 2 and "--env-groups must be in 1..--num-envs" in result.stderr
+    assert not (tmp_path / "r").exists()

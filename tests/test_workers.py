@@ -1,0 +1,93 @@
+"""The env worker pool on the real emulator: env groups step exactly what one batch would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curriculum_ppo.errors import UserError
+from curriculum_ppo.workers import EnvPool, EnvSpec, InProcessEnvPool, WorkerError, group_slices
+
+
+def test_group_slices_cover_every_env_once():
+    slices = group_slices(8, 3)
+    assert [(s.start, s.stop) for s in slices] == [(0, 2), (2, 5), (5, 8)]
+    assert [(s.start, s.stop) for s in group_slices(4, 1)] == [(0, 4)]
+    with pytest.raises(UserError, match="env groups must be in 1..4"):
+        group_slices(4, 5)
+    with pytest.raises(UserError, match="env groups must be in 1..4"):
+        group_slices(4, 0)
+
+
+def _play(pool, actions_per_step, starts, grouped: bool):
+    """Step ``pool`` through ``actions_per_step``; record everything it publishes after each step."""
+    pool.next_start[:] = starts
+    pool.reset()
+    record = []
+    for step, actions in enumerate(actions_per_step):
+        if grouped:  # both groups in flight at once, as the Trainer pipelines them
+            for g, sl in enumerate(pool.group_slices):
+                pool.step_async(actions[sl], group=g)
+            episodes = [e for g in range(pool.num_groups) for e in pool.step_wait(group=g)]
+        else:
+            episodes = pool.step(actions)
+        for e in episodes:  # restart finished envs somewhere else, identically in both pools
+            pool.next_start[e["env"]] = (starts[e["env"]] + 37 * (step + 1)) % 600
+        record.append((pool.obs.copy(), pool.rewards.copy(), pool.terminated.copy(), pool.truncated.copy(),
+                       sorted((e["env"], e["score"], e["reason"]) for e in episodes)))
+    return record
+
+
+@pytest.mark.parametrize("groups,learner_is_worker", [(2, False), (1, True), (2, True)],
+                         ids=["2-groups", "learner-is-worker", "both"])
+def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker):
+    """Same seeds, starts and actions: a pool with 2 groups in flight and/or the learner process
+    stepping worker 0's envs publishes the same observations, rewards and episode ends as the plain
+    pool, step for step (ALE is deterministic without sticky actions), autoresets included."""
+    spec = EnvSpec(demo_path=str(bundled_demo_path))
+    starts = np.array([250, 400, 560, 620])
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, 18, size=(60, 4))
+    with EnvPool(spec, 4, num_workers=2, seed=5) as one, \
+            EnvPool(spec, 4, num_workers=2, seed=5, num_groups=groups, learner_is_worker=learner_is_worker) as two:
+        if groups == 2:
+            assert [(s.start, s.stop) for s in two.group_slices] == [(0, 2), (2, 4)]
+            assert two.worker_groups == [[(0, 1), (2, 3)], [(1, 2), (3, 4)]]  # each group over both workers
+        assert len(two.processes) == (1 if learner_is_worker else 2)
+        a = _play(one, actions, starts, grouped=False)
+        b = _play(two, actions, starts, grouped=groups > 1)
+    assert sum(len(r[4]) for r in a) >= 3  # episodes ended and restarted along the way
+    for (obs_a, rew_a, term_a, trunc_a, eps_a), (obs_b, rew_b, term_b, trunc_b, eps_b) in zip(a, b):
+        assert np.array_equal(obs_a, obs_b)
+        assert np.array_equal(rew_a, rew_b) and np.array_equal(term_a, term_b) and np.array_equal(trunc_a, trunc_b)
+        assert eps_a == eps_b
+
+
+def test_groups_must_be_waited_for_in_the_order_they_were_started():
+    spec = EnvSpec(kind="toy", toy={"length": 4, "num_actions": 2, "lock_seed": 0})
+    pool = InProcessEnvPool(spec, num_envs=4, seed=0, num_groups=2)
+    pool.reset()
+    pool.step_async(np.zeros(2, int), group=0)
+    with pytest.raises(RuntimeError, match="group 0 started again"):
+        pool.step_async(np.zeros(2, int), group=0)
+    pool.step_async(np.zeros(2, int), group=1)
+    with pytest.raises(RuntimeError, match="waited for env group 1, but the next one to finish is 0"):
+        pool.step_wait(group=1)
+    pool.step_wait(group=0)
+    pool.step_wait(group=1)
+    with pytest.raises(ValueError, match="group 2 not in 0..1"):
+        pool.step_async(np.zeros(2, int), group=2)
+    with pytest.raises(RuntimeError, match="next one to finish is nothing"):
+        pool.step_wait(group=0)
+
+
+def test_a_dead_worker_is_named_when_the_learner_is_worker_0(bundled_demo_path):
+    spec = EnvSpec(demo_path=str(bundled_demo_path))
+    with EnvPool(spec, 4, num_workers=2, seed=0, learner_is_worker=True) as pool:
+        pool.next_start[:] = 600
+        pool.reset()
+        victim = pool.processes[0]
+        victim.kill()
+        victim.join()
+        with pytest.raises(WorkerError, match=r"env worker 1 \(pid \d+, envs 2\.\.3\) died"):
+            pool.step(np.zeros(4, int))
