@@ -233,6 +233,24 @@ def raw_ale(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool =
     return raw
 
 
+def summarize(rounds: dict[str, list[float]]) -> dict:
+    """Medians of throughput, and of the ratio to the raw loop run in the same round (the figure quoted:
+    a ratio of two runs seconds apart is far steadier on a noisy machine than a ratio of medians)."""
+    ratios = {name: [v / r for v, r in zip(values, rounds["raw_ale"])] for name, values in rounds.items()}
+    return {"agent_steps_per_s": {name: float(np.median(v)) for name, v in rounds.items()},
+            "ratio_vs_raw_ale": {name: float(np.median(r)) for name, r in ratios.items()},
+            "ratio_vs_raw_ale_range": {name: [float(min(r)), float(max(r))] for name, r in ratios.items()}}
+
+
+def report(out: dict) -> None:
+    print(f"{'contender':<34} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11} {'(range)':>12}"
+          f"   medians of {out['rounds']} rounds")
+    for name, sps in out["agent_steps_per_s"].items():
+        lo, hi = out["ratio_vs_raw_ale_range"][name]
+        print(f"{name:<34} {sps:>14.0f} {4 * sps:>10.0f} {out['ratio_vs_raw_ale'][name]:>10.0%} "
+              f"{f'{lo:.0%}-{hi:.0%}':>12}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per contender per round")
@@ -245,7 +263,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--skip-gym", action="store_true")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_envs.json"))
+    parser.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON and exit")
     args = parser.parse_args()
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        saved.update(summarize(saved["agent_steps_per_s_by_round"]))
+        print(f"{saved['date']}, {saved['machine']}, {saved['cpus']} CPUs, {saved['envs']} envs")
+        report(saved)
+        return
 
     rounds: dict[str, list[float]] = {}
     with ExitStack() as stack:
@@ -268,25 +293,12 @@ def main() -> None:
                 rounds[name].append(run(args.seconds))
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {v[-1]:.0f}" for n, v in rounds.items()),
                   flush=True)
-    results = {name: float(np.median(v)) for name, v in rounds.items()}
-    # The ratio per round (pool vs the raw run just before it) is the side-by-side figure; its median is quoted.
-    ratios = [p / r for p, r in zip(rounds["env_pool"], rounds["raw_ale"])]
-    ratios_2 = [p / r for p, r in zip(rounds["env_pool_2_groups"], rounds["raw_ale"])]
-    limit = results["raw_ale"]
-    print(f"{'contender':<20} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11}   (medians of {args.rounds})")
-    for name, sps in results.items():
-        print(f"{name:<20} {sps:>14.0f} {4 * sps:>10.0f} {sps / limit:>10.0%}")
-    for name, r in (("env_pool", ratios), ("env_pool_2_groups", ratios_2)):
-        print(f"{name} / raw_ale per round: {', '.join(f'{x:.0%}' for x in r)} (median {np.median(r):.0%})")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "cpus": os.cpu_count(), "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": args.rounds,
-           "envs": args.envs, "workers": args.workers,
-           "agent_steps_per_s": results, "agent_steps_per_s_by_round": rounds,
-           "ratio_env_pool_vs_raw": float(np.median(ratios)), "ratio_env_pool_vs_raw_by_round": ratios,
-           "ratio_env_pool_2_groups_vs_raw": float(np.median(ratios_2)),
-           "ratio_env_pool_2_groups_vs_raw_by_round": ratios_2,
-           "ratio_gym_async_vs_raw": results["gym_async"] / limit if "gym_async" in results else None,
+           "envs": args.envs, "workers": args.workers, "agent_steps_per_s_by_round": rounds,
            "starts": "curriculum scheduler, initial window, one stratum per env; new start after each life loss"}
+    out.update(summarize(rounds))
+    report(out)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.json}")
