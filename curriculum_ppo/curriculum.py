@@ -402,11 +402,10 @@ class CurriculumScheduler:
             "window_bin_success_rates": bin_rates,
         }
 
-    def success_rate_by_start(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All-time ``(start_frames, attempts, success_rate)`` per slot that was ever played (for plots)."""
+    def counts_by_start(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All-time ``(start_frames, attempts, successes)`` per slot that was ever played (for reports)."""
         played = np.flatnonzero(self._total[0] > 0)
-        rates = self._total[1, played] / self._total[0, played]
-        return played * self.granularity, self._total[0, played].copy(), rates
+        return played * self.granularity, self._total[0, played].copy(), self._total[1, played].copy()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:

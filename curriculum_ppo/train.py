@@ -693,8 +693,7 @@ class Trainer:
         except UserError:
             pass
         if self.scheduler is not None:
-            starts, attempts, rates = self.scheduler.success_rate_by_start()
-            table = success_by_start_table(starts, attempts, rates * attempts, self.demo_info["length"])
+            table = success_by_start_table(*self.scheduler.counts_by_start(), self.demo_info["length"])
             table.update({"frames": self.frames, "start_frame": self.scheduler.start_frame,
                           "window_end": self.scheduler.window_end})
             write_text_atomic(self.run_dir / "success_by_start.json", json.dumps(table, indent=1) + "\n")

@@ -267,3 +267,17 @@ def test_easy_back_of_window_does_not_carry_a_failing_front():
     assert sched.update() is None
     record_many(sched, front + 10, 10, 0)  # 30/130 = 23% >= 20%
     assert sched.update() == "back"
+
+
+def test_counts_by_start_are_all_time_and_survive_moves():
+    sched = CurriculumScheduler(1000, CurriculumConfig(window=100, min_episodes=4), frame_granularity=4)
+    for start, ok in [(950, True), (950, False), (951, True), (980, False)]:  # 951 shares slot 950..953
+        sched.record(start, ok)
+    for _ in range(4):
+        sched.record(sched.start_frame, True)
+    front = sched.start_frame
+    assert sched.update() is not None  # the window moved back; the counts stay
+    starts, attempts, successes = sched.counts_by_start()
+    counts = {int(s): (int(a), int(k)) for s, a, k in zip(starts, attempts, successes)}
+    assert counts[948] == (3, 2) and counts[980] == (1, 0)
+    assert front % 4 == 0 and counts[front] == (4, 4)
