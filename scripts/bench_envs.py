@@ -27,7 +27,12 @@ a new start after every life loss.
   workers step the other, so no worker waits for the slowest one or for the
   learner's round trip;
 * ``gym_async``: gymnasium.vector.AsyncVectorEnv over the same AtariEnv
-  (one process per env, shared memory), same starts.
+  (one process per env, shared memory), same starts;
+* ``atari_env_no_pool``: AtariEnv in the raw loops' processes with no pool
+  around it (no learner process, no messages): separates what the env
+  costs from what the pool's step handshake costs;
+* ``env_pool_learner_worker``: the pool with the learner process stepping
+  worker 0's envs (``train --learner-steps-envs``), one process fewer.
 
 Usage: python scripts/bench_envs.py [--seconds 3] [--rounds 15] [--envs 8] [--json OUT]
 """
@@ -125,17 +130,45 @@ def _raw_ale_worker(seed: int, env_indices: list[int], num_envs: int, demo_start
         conn.send(steps)
 
 
-class RawAle:
-    """The emulator's limit: bare loops in ``processes`` processes, kept alive between timed slices."""
+def _atari_env_worker(seed: int, env_indices: list[int], num_envs: int, demo_starts: bool, barrier, conn) -> None:
+    """curriculum_ppo's AtariEnv in a bare loop: the pool's per-env work without its messages."""
+    import cv2
 
-    def __init__(self, processes: int, num_envs: int, demo_starts: bool = True):
+    cv2.setNumThreads(1)
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.envs.atari import AtariEnv
+
+    draw = _starts(num_envs, seed)
+    rng = np.random.default_rng(seed)
+    envs = {i: AtariEnv(demo=load_demo(DEMO), seed=i) for i in env_indices}
+    for i, env in envs.items():
+        env.reset(options={"start_frame": draw(i)})
+    conn.send("ready")
+    while (seconds := conn.recv()) is not None:
+        steps = 0
+        barrier.wait()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            for i, env in envs.items():
+                _, _, terminated, truncated, _ = env.step(int(rng.integers(18)))
+                if terminated or truncated:
+                    env.reset(options={"start_frame": draw(i)})
+                steps += 1
+        conn.send(steps)
+
+
+class RawAle:
+    """Loops in ``processes`` processes, kept alive between timed slices: bare ale-py (the emulator's
+    limit) or, with ``target=_atari_env_worker``, AtariEnv without any pool around it."""
+
+    def __init__(self, processes: int, num_envs: int, demo_starts: bool = True, target=_raw_ale_worker):
         ctx = mp.get_context("spawn")
         processes = min(processes, num_envs)  # as EnvPool: never more processes than envs
         barrier = ctx.Barrier(processes)
         self.conns, self.procs = [], []
         for i, group in enumerate(np.array_split(np.arange(num_envs), processes)):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=_raw_ale_worker, daemon=True,
+            p = ctx.Process(target=target, daemon=True,
                             args=(i, [int(e) for e in group], num_envs, demo_starts, barrier, child))
             p.start()
             self.conns.append(parent)
@@ -227,8 +260,8 @@ def gym_async(num_envs: int, stack: ExitStack):
     return _driver(envs.step, num_envs)
 
 
-def raw_ale(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool = True):
-    raw = RawAle(processes, num_envs, demo_starts)
+def raw_ale(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool = True, target=_raw_ale_worker):
+    raw = RawAle(processes, num_envs, demo_starts, target)
     stack.callback(raw.close)
     return raw
 
@@ -284,6 +317,7 @@ def main() -> None:
                                                                    learner_is_worker=True)}
         if not args.skip_gym:
             contenders["gym_async"] = gym_async(args.envs, stack)
+        contenders["atari_env_no_pool"] = raw_ale(args.workers, args.envs, stack, target=_atari_env_worker)
         contenders["raw_ale_game_start"] = raw_ale(args.workers, args.envs, stack, demo_starts=False)
         for name, run in contenders.items():
             run(args.warmup)
