@@ -4,9 +4,10 @@ Why not ``gymnasium.vector.AsyncVectorEnv``? It runs one env per process and
 exchanges pickled messages per env; on a 2-core laptop with 8+ envs that spends
 more time in process switching than in the emulator (``scripts/bench_envs.py``
 measures both side by side). Here each worker process owns a contiguous slice
-of envs and steps them in a tight loop; actions, observations, rewards and
-flags live in shared memory, and the only per-step message is a one-byte
-"step" to each worker and a small list of finished-episode summaries back.
+of envs (one per env group) and steps them in a tight loop; actions,
+observations, rewards and flags live in shared memory, and the only per-step
+messages are a short "step" command to each worker and a small list of
+finished-episode summaries back.
 
 Autoreset: when an env's episode ends, the worker stores the last observation
 in ``final_obs`` (needed to bootstrap truncated episodes), resets the env at
