@@ -141,6 +141,18 @@ def _step_envs(envs: list, first: int, a: dict) -> list[dict]:
     return episodes
 
 
+def _step_groups(groups: list[tuple[int, list]], group: int | None, a: dict) -> list[dict]:
+    """Step every group (``group=None``) or one of ``groups`` = [(first env index, envs), ...]."""
+    chosen = groups if group is None else groups[group:group + 1]
+    return [e for lo, envs in chosen for e in _step_envs(envs, lo, a)]
+
+
+def _reset_groups(groups: list[tuple[int, list]], a: dict) -> None:
+    for lo, envs in groups:
+        for offset, env in enumerate(envs):
+            _reset_env(env, lo + offset, a)
+
+
 def _worker_main(index: int, spec: EnvSpec, group_slices: list[tuple[int, int]], num_envs: int, obs_shape: tuple,
                  names: dict, seed: int, conn) -> None:
     """Own the envs of ``group_slices`` (one contiguous slice per env group) and step them on command."""
@@ -161,12 +173,9 @@ def _worker_main(index: int, spec: EnvSpec, group_slices: list[tuple[int, int]],
         while True:
             command, group = conn.recv()
             if command == "step":
-                chosen = groups if group is None else [groups[group]]
-                conn.send(("ok", [e for lo, envs in chosen for e in _step_envs(envs, lo, a)]))
+                conn.send(("ok", _step_groups(groups, group, a)))
             elif command == "reset":
-                for lo, envs in groups:
-                    for offset, env in enumerate(envs):
-                        _reset_env(env, lo + offset, a)
+                _reset_groups(groups, a)
                 conn.send(("ok", []))
             elif command == "close":
                 break
@@ -224,10 +233,11 @@ class EnvPool:
     groups (``group_slices``), each spread over all workers, and
     ``step_async(actions, group=g)`` / ``step_wait(group=g)`` step one group.
     While the caller picks the actions of one group, the workers already step
-    the other, so a worker never waits for the caller or for a slower worker
-    (with one group, each step ends with every worker idle until the slowest
-    one and the learner's round trip are done). ``step(actions)`` without a
-    group still steps every env.
+    the other, so a worker with the next group's command already queued
+    need not wait for the caller or for a slower worker (with one group, each
+    step ends with every worker idle until the slowest one and the learner's
+    round trip are done). ``step(actions)`` without a group still steps every
+    env.
 
     With ``learner_is_worker`` the calling process is worker 0: it steps its
     share of the envs itself inside ``step_wait``/``reset`` while the
@@ -293,10 +303,6 @@ class EnvPool:
         envs = ", ".join(f"{lo}..{hi - 1}" for lo, hi in self.worker_groups[w] if hi > lo)
         return f"env worker {w} (pid {self.processes[k].pid}, envs {envs})"
 
-    def _step_local(self, group: int | None) -> list[dict]:
-        chosen = self.local if group is None or not self.local else [self.local[group]]
-        return [e for lo, envs in chosen for e in _step_envs(envs, lo, self.shared.arrays)]
-
     def _collect(self, expect: str = "ok") -> list[dict]:
         pending = dict(enumerate(self.conns))
         episodes: list[dict] = []
@@ -335,9 +341,7 @@ class EnvPool:
 
     def reset(self) -> np.ndarray:
         self._send("reset")
-        for lo, envs in self.local:
-            for offset, env in enumerate(envs):
-                _reset_env(env, lo + offset, self.shared.arrays)
+        _reset_groups(self.local, self.shared.arrays)
         self._collect()
         return self.obs
 
@@ -350,7 +354,7 @@ class EnvPool:
     def step_wait(self, group: int | None = None) -> list[dict]:
         """Finish the oldest started step: this process's own envs first (if it is a worker), then the others'."""
         self._order.finished(group)
-        episodes = self._step_local(group)
+        episodes = _step_groups(self.local, group, self.shared.arrays)
         return episodes + self._collect()
 
     def step(self, actions, group: int | None = None) -> list[dict]:
