@@ -24,8 +24,7 @@ a new start after every life loss.
   (``train --env-groups 1``, the default);
 * ``env_pool_2_groups``: the same pool with its envs in two pipelined groups
   (``train --env-groups 2``): while one group's actions are chosen, the
-  workers step the other, so no worker waits for the slowest one or for the
-  learner's round trip;
+  workers step the other;
 * ``gym_async``: gymnasium.vector.AsyncVectorEnv over the same AtariEnv
   (one process per env, shared memory), same starts;
 * ``atari_env_no_pool``: AtariEnv in the raw loops' processes with no pool
@@ -64,8 +63,21 @@ def _starts(num_envs: int, seed: int):
     return lambda i: scheduler.sample_start(rng, i, num_envs)
 
 
+def _serve_timed_slices(one_pass, barrier, conn) -> None:
+    """Each ``conn.recv()`` of a duration: run ``one_pass() -> agent steps`` that long (all processes start
+    their clocks together) and answer the step count; ``None`` ends the process."""
+    conn.send("ready")
+    while (seconds := conn.recv()) is not None:
+        steps = 0
+        barrier.wait()
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            steps += one_pass()
+        conn.send(steps)
+
+
 def _raw_ale_worker(seed: int, env_indices: list[int], num_envs: int, demo_starts: bool, barrier, conn) -> None:
-    """Bare ale-py loops; each ``conn.recv()`` of a duration runs them that long and answers the step count."""
+    """Bare ale-py loops, one emulator per env."""
     import cv2
 
     cv2.setNumThreads(1)
@@ -101,33 +113,29 @@ def _raw_ale_worker(seed: int, env_indices: list[int], num_envs: int, demo_start
         else:
             emu.reset()
             lives[i] = emu.ale.lives()
-    conn.send("ready")
-    while (seconds := conn.recv()) is not None:
-        steps = 0
-        barrier.wait()  # every process starts its clock together
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            for i, emu in emus.items():
-                a = int(rng.integers(emu.num_actions))
-                reward = 0.0
-                for k in range(4):
-                    reward += emu.ale.act(emu.actions[a])
-                    if k >= 2:
-                        emu.ale.getScreenGrayscale(screens[k - 2])
-                small = cv2.resize(np.maximum(screens[0], screens[1]), (84, 84), interpolation=cv2.INTER_AREA)
-                stack = stacks[i]
-                stack[:-1] = stack[1:]
-                stack[-1] = small
-                steps += 1
-                if demo_starts:
-                    scores[i] += reward
-                    elapsed[i] += 4
-                    verdict = trackers[i].step(elapsed[i], scores[i])
-                    if emu.ale.lives() < lives[i] or emu.ale.game_over() or verdict.truncated:
-                        new_episode(i, emu)
-                elif emu.ale.game_over():
-                    emu.reset()
-        conn.send(steps)
+
+    def one_pass() -> int:
+        for i, emu in emus.items():
+            a = int(rng.integers(emu.num_actions))
+            reward = 0.0
+            for k in range(4):
+                reward += emu.ale.act(emu.actions[a])
+                if k >= 2:
+                    emu.ale.getScreenGrayscale(screens[k - 2])
+            small = cv2.resize(np.maximum(screens[0], screens[1]), (84, 84), interpolation=cv2.INTER_AREA)
+            stack = stacks[i]
+            stack[:-1] = stack[1:]
+            stack[-1] = small
+            if demo_starts:
+                scores[i] += reward
+                elapsed[i] += 4
+                verdict = trackers[i].step(elapsed[i], scores[i])
+                if emu.ale.lives() < lives[i] or emu.ale.game_over() or verdict.truncated:
+                    new_episode(i, emu)
+            elif emu.ale.game_over():
+                emu.reset()
+        return len(emus)
+    _serve_timed_slices(one_pass, barrier, conn)
 
 
 def _atari_env_worker(seed: int, env_indices: list[int], num_envs: int, demo_starts: bool, barrier, conn) -> None:
@@ -143,23 +151,19 @@ def _atari_env_worker(seed: int, env_indices: list[int], num_envs: int, demo_sta
     envs = {i: AtariEnv(demo=load_demo(DEMO), seed=i) for i in env_indices}
     for i, env in envs.items():
         env.reset(options={"start_frame": draw(i)})
-    conn.send("ready")
-    while (seconds := conn.recv()) is not None:
-        steps = 0
-        barrier.wait()
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            for i, env in envs.items():
-                _, _, terminated, truncated, _ = env.step(int(rng.integers(18)))
-                if terminated or truncated:
-                    env.reset(options={"start_frame": draw(i)})
-                steps += 1
-        conn.send(steps)
+
+    def one_pass() -> int:
+        for i, env in envs.items():
+            _, _, terminated, truncated, _ = env.step(int(rng.integers(18)))
+            if terminated or truncated:
+                env.reset(options={"start_frame": draw(i)})
+        return len(envs)
+    _serve_timed_slices(one_pass, barrier, conn)
 
 
-class RawAle:
-    """Loops in ``processes`` processes, kept alive between timed slices: bare ale-py (the emulator's
-    limit) or, with ``target=_atari_env_worker``, AtariEnv without any pool around it."""
+class LoopProcesses:
+    """Loops in ``processes`` processes, kept alive between timed slices: bare ale-py (``_raw_ale_worker``,
+    the emulator's limit) or AtariEnv without any pool around it (``_atari_env_worker``)."""
 
     def __init__(self, processes: int, num_envs: int, demo_starts: bool = True, target=_raw_ale_worker):
         ctx = mp.get_context("spawn")
@@ -260,10 +264,10 @@ def gym_async(num_envs: int, stack: ExitStack):
     return _driver(envs.step, num_envs)
 
 
-def raw_ale(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool = True, target=_raw_ale_worker):
-    raw = RawAle(processes, num_envs, demo_starts, target)
-    stack.callback(raw.close)
-    return raw
+def loops(processes: int, num_envs: int, stack: ExitStack, demo_starts: bool = True, target=_raw_ale_worker):
+    runner = LoopProcesses(processes, num_envs, demo_starts, target)
+    stack.callback(runner.close)
+    return runner
 
 
 def summarize(rounds: dict[str, list[float]]) -> dict:
@@ -309,7 +313,7 @@ def main() -> None:
     with ExitStack() as stack:
         # Every contender is built once and stays alive (idle, blocked on a pipe) while the others run:
         # short slices in turn, so a slow spell of a noisy machine hits all of them alike.
-        contenders = {"raw_ale": raw_ale(args.workers, args.envs, stack),
+        contenders = {"raw_ale": loops(args.workers, args.envs, stack),
                       "env_pool": env_pool(args.envs, args.workers, stack),
                       "env_pool_2_groups": env_pool(args.envs, args.workers, stack, groups=2),
                       "env_pool_learner_worker": env_pool(args.envs, args.workers, stack, learner_is_worker=True),
@@ -317,8 +321,8 @@ def main() -> None:
                                                                    learner_is_worker=True)}
         if not args.skip_gym:
             contenders["gym_async"] = gym_async(args.envs, stack)
-        contenders["atari_env_no_pool"] = raw_ale(args.workers, args.envs, stack, target=_atari_env_worker)
-        contenders["raw_ale_game_start"] = raw_ale(args.workers, args.envs, stack, demo_starts=False)
+        contenders["atari_env_no_pool"] = loops(args.workers, args.envs, stack, target=_atari_env_worker)
+        contenders["raw_ale_game_start"] = loops(args.workers, args.envs, stack, demo_starts=False)
         for name, run in contenders.items():
             run(args.warmup)
             rounds[name] = []
