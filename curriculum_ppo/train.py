@@ -41,6 +41,7 @@ from curriculum_ppo.distributed import DistContext
 from curriculum_ppo.envs.atari import AtariConfig
 from curriculum_ppo.episode_rules import EpisodeRulesConfig
 from curriculum_ppo.errors import UserError
+from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig
 from curriculum_ppo.ppo.gae import compute_gae
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
@@ -90,6 +91,7 @@ class TrainConfig:
     rules: EpisodeRulesConfig = field(default_factory=EpisodeRulesConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     unstick: UnstickConfig = field(default_factory=UnstickConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     arch: str = "nature"
     recurrent: bool = False
@@ -100,7 +102,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         nested = {"atari": AtariConfig, "rules": EpisodeRulesConfig, "curriculum": CurriculumConfig,
-                  "unstick": UnstickConfig, "ppo": PPOConfig}
+                  "unstick": UnstickConfig, "explore": ExploreConfig, "ppo": PPOConfig}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -228,6 +230,7 @@ class Trainer:
         self.scheduler = CurriculumScheduler(self.demo_info["length"], config.curriculum) \
             if self.demo_info["length"] else None
         self.stall = StallDetector(config.unstick)
+        self.explore = ExplorationBudget(config.num_envs, config.explore)
         self.stats = EpisodeStats(demo_return=self.demo_info.get("total_return"))
         self.frames = 0
         self.updates = 0
@@ -347,6 +350,19 @@ class Trainer:
         global_index = self.dist.rank * self.config.num_envs + env_index
         return self.scheduler.sample_start(self.rng, global_index, self.dist.world_size * self.config.num_envs)
 
+    def _begin_episode(self, env_index: int) -> None:
+        """Env ``env_index`` just began an episode at ``pool.next_start[env_index]`` (workers restart
+        an env as soon as its episode ends): grant it exploration if that start is in the curriculum
+        window, then choose where its following episode will start."""
+        start = int(self.pool.next_start[env_index])
+        sched = self.scheduler
+        if sched is not None and not sched.done and start != REAL_START \
+                and sched.start_frame <= start <= sched.window_end:
+            self.explore.grant(env_index)
+        else:
+            self.explore.cancel(env_index)
+        self.pool.next_start[env_index] = self._sample_start(env_index)
+
     @property
     def start_frame(self) -> int | None:
         if self.scheduler is None:
@@ -392,7 +408,9 @@ class Trainer:
         buffers["loss_mask"][t, envs] = torch.from_numpy(~pool.warmup[envs])
         obs = buffers["obs"][t, envs].to(self.device, non_blocking=True)
         starts = buffers["episode_starts"][t, envs].to(self.device)
-        action, logprob, value, new_hidden = policy.act(obs, None if hidden is None else hidden[envs], starts)
+        epsilon = self.explore.epsilons(envs) if self.explore.enabled else None
+        action, logprob, value, new_hidden = policy.act(obs, None if hidden is None else hidden[envs], starts,
+                                                        epsilon=epsilon)
         action_cpu = action.cpu()
         pool.step_async(action_cpu.numpy(), group)
         buffers["actions"][t, envs] = action_cpu
@@ -425,7 +443,7 @@ class Trainer:
         else:
             buffers["next_episode_starts"][envs] = ended
         for episode in episodes:
-            pool.next_start[episode["env"]] = self._sample_start(episode["env"])
+            self._begin_episode(episode["env"])
         return episodes
 
     def _make_buffers(self) -> dict:
@@ -527,7 +545,7 @@ class Trainer:
                 self.pool.next_start[i] = self._sample_start(i)
             self.pool.reset()
             for i in range(cfg.num_envs):
-                self.pool.next_start[i] = self._sample_start(i)
+                self._begin_episode(i)
             buffers = self._make_buffers()
             buffers["episode_starts"][0] = True
             hidden = self.behaviour.initial_state(cfg.num_envs, self.device)
@@ -676,7 +694,8 @@ class Trainer:
                "window_bin_success_rates": [None if r is None or math.isnan(r) else round(float(r), 4)
                                             for r in curriculum_stats.get("window_bin_success_rates", [])] or None,
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
-               "unstick_scale": self.stall.scale, "new_episodes": num_episodes}
+               "unstick_scale": self.stall.scale, "new_episodes": num_episodes,
+               "explored_steps": self.explore.take_count()}
         row.update(self.stats.summary())
         row.update({k: (float(v) if v is not None else None) for k, v in stats.items()})
         self._log(row)

@@ -30,6 +30,7 @@ KNOBS = {
     "min_episodes": ("curriculum", "min_episodes"), "decision_front": ("curriculum", "decision_front"),
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
+    "explore_epsilon": ("explore", "epsilon"), "explore_steps": ("explore", "steps"),
 }
 RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
            "status_every", "threads", "checkpoint_every"}
@@ -87,6 +88,10 @@ def add_train_parser(sub) -> None:
     g.add_argument("--max-episode-frames", type=int)
     g.add_argument("--unstick-patience", type=int, help="frames without progress before lr/entropy decay")
     g.add_argument("--unstick-decay", type=float)
+    g.add_argument("--explore-epsilon", type=float, metavar="EPS",
+                   help="for the first --explore-steps agent steps of an episode started in the curriculum "
+                        "window, mix this much uniform-random choice into the policy (default 0.2; 0 = off)")
+    g.add_argument("--explore-steps", type=int, help="agent steps after a window start that explore (default 8)")
     p.set_defaults(func=run_train)
 
 
@@ -156,6 +161,8 @@ def _validate(config) -> None:
         (0 < config.curriculum.success_threshold <= 1, "--success-threshold must be in (0, 1]"),
         (0 <= config.curriculum.random_start_fraction < 1, "--random-start-fraction must be in [0, 1)"),
         (config.curriculum.window > 0, "--window must be positive"),
+        (0 <= config.explore.epsilon <= 1, "--explore-epsilon must be in [0, 1]"),
+        (config.explore.steps >= 0, "--explore-steps must be >= 0"),
         (config.stop_at_success is None or 0 < config.stop_at_success <= 1,
          "--stop-at-success must be in (0, 1] (0 switches it off)"),
         (config.stop_at_success is None or config.demo is not None or config.env_kind != "atari",

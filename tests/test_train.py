@@ -216,7 +216,7 @@ def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, 
                 trainer.pool.next_start[i] = trainer._sample_start(i)
             trainer.pool.reset()
             for i in range(4):
-                trainer.pool.next_start[i] = trainer._sample_start(i)
+                trainer._begin_episode(i)
             buffers = trainer._make_buffers()
             buffers["episode_starts"][0] = True
             episodes, hidden = trainer._collect(policy, buffers, policy.initial_state(4, trainer.device))
@@ -253,4 +253,12 @@ def test_env_groups_must_fit_the_envs(tmp_path):
     for value in ("0", "3"):
         result = cli("train", "--run-dir", str(tmp_path / "r"), "--env-groups", value, *TINY)
         assert result.returncode == 2 and "--env-groups must be in 1..--num-envs" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_explore_knobs_are_validated(tmp_path):
+    for flag, value, message in (("--explore-epsilon", "1.5", "--explore-epsilon must be in [0, 1]"),
+                                 ("--explore-steps", "-1", "--explore-steps must be >= 0")):
+        result = cli("train", "--run-dir", str(tmp_path / "r"), flag, value, *TINY)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()

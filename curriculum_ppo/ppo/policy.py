@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curriculum_ppo.errors import UserError
+from curriculum_ppo.exploration import epsilon_mixture
 
 ARCHS = ("nature", "large")
 
@@ -296,10 +297,17 @@ class ActorCritic(nn.Module):
         state: Tensor | None = None,
         episode_starts: Tensor | None = None,
         deterministic: bool = False,
+        epsilon: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Pick actions for a batch of environments: (action [B] int64, logprob [B], value [B], new_state)."""
+        """Pick actions for a batch of environments: (action [B] int64, logprob [B], value [B], new_state).
+
+        ``epsilon`` ([B], optional) samples from ``(1 - eps) * policy + eps * uniform`` instead and
+        returns that mixture's log-probability (see :mod:`curriculum_ppo.exploration`).
+        """
         logits, value, new_state = self(obs, state, episode_starts)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
+        if epsilon is not None and not deterministic:
+            log_probs = epsilon_mixture(log_probs, epsilon.to(log_probs.device))
         action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
         logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
         return action, logprob, value, new_state

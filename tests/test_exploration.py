@@ -1,0 +1,130 @@
+"""Epsilon exploration after curriculum starts: the pure mixture and budget, the policy's ``act``, and the
+Trainer's rollout on the real emulator."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from curriculum_ppo.errors import UserError
+from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig, epsilon_mixture
+from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, sample_categorical
+from curriculum_ppo.train import Trainer, TrainConfig
+
+DEMO = "demos/MontezumaRevenge-room1.h5"
+
+
+def test_mixture_is_the_right_distribution_and_leaves_eps_zero_rows_untouched():
+    log_probs = torch.log_softmax(torch.tensor([[4.0, 0.0, -2.0, 1.0], [0.5, 0.1, 0.2, 0.3],
+                                                [3.0, 1.0, 0.0, 0.0]]), dim=-1)
+    eps = torch.tensor([0.0, 1.0, 0.25])
+    mixed = epsilon_mixture(log_probs, eps)
+    assert torch.equal(mixed[0], log_probs[0])
+    assert torch.allclose(mixed[1].exp(), torch.full((4,), 0.25))
+    assert torch.allclose(mixed[2].exp(), 0.75 * log_probs[2].exp() + 0.25 / 4)
+    assert torch.allclose(mixed.exp().sum(-1), torch.ones(3))
+
+
+def test_sampling_from_the_mixture_matches_its_probabilities():
+    torch.manual_seed(0)
+    log_probs = torch.log_softmax(torch.tensor([8.0] + [0.0] * 17), dim=-1).expand(40_000, 18)
+    mixed = epsilon_mixture(log_probs, torch.full((40_000,), 0.3))
+    actions = sample_categorical(mixed)
+    other = (actions != 0).float().mean().item()
+    expected = 1 - mixed[0, 0].exp().item()  # ~0.3 * 17/18 + a little policy mass
+    assert abs(other - expected) < 0.01 and expected > 0.28
+
+
+def test_policy_act_logs_the_behaviour_log_probability():
+    torch.manual_seed(1)
+    policy = ActorCritic(PolicyConfig(num_actions=18))
+    with torch.no_grad():
+        policy.policy_head.bias.zero_()
+        policy.policy_head.bias[3] = 6.0  # a near-deterministic policy
+    obs = torch.randint(0, 255, (64, 4, 84, 84), dtype=torch.uint8)
+    eps = torch.tensor([0.0, 1.0] * 32)
+    with torch.no_grad():
+        action, logprob, _, _ = policy.act(obs, epsilon=eps)
+        logits, _, _ = policy(obs)
+    plain = torch.log_softmax(logits.float(), -1).gather(-1, action[:, None]).squeeze(-1)
+    assert torch.allclose(logprob[0::2], plain[0::2])  # eps 0: the policy's own log-probability
+    assert torch.allclose(logprob[1::2], torch.full((32,), -math.log(18)))  # eps 1: uniform
+    assert (action[1::2] != 3).sum() > 20  # uniform choices, not the policy's favourite
+    greedy, _, _, _ = policy.act(obs, epsilon=eps, deterministic=True)
+    assert (greedy == 3).all()  # evaluation (deterministic) never explores
+
+
+def test_budget_counts_down_per_env_and_can_be_cancelled():
+    budget = ExplorationBudget(3, ExploreConfig(epsilon=0.5, steps=2))
+    assert budget.enabled and budget.epsilons(slice(None)) is None
+    budget.grant(0)
+    budget.grant(2)
+    assert budget.epsilons(slice(None)).tolist() == [0.5, 0.0, 0.5]
+    budget.cancel(2)
+    assert budget.epsilons(slice(0, 2)).tolist() == [0.5, 0.0]
+    assert budget.epsilons(slice(None)) is None  # env 0 used its 2 steps
+    assert budget.take_count() == 3 and budget.take_count() == 0
+    assert not ExplorationBudget(1, ExploreConfig(epsilon=0.0)).enabled
+    for bad in ({"epsilon": 1.5}, {"epsilon": -0.1}, {"steps": -1}):
+        with pytest.raises(UserError):
+            ExploreConfig(**bad)
+
+
+def _rollout(tmp_path, explore: ExploreConfig, random_start_fraction: float = 0.2, steps: int = 64):
+    config = TrainConfig(demo=DEMO, num_envs=2, num_workers=0, num_steps=steps, seed=5, status_every=1e9,
+                         explore=explore)
+    config.curriculum.random_start_fraction = random_start_fraction
+    trainer = Trainer(config, tmp_path / f"run{explore.epsilon}-{random_start_fraction}", quiet=True)
+    try:
+        with torch.no_grad():
+            trainer.behaviour.policy_head.bias.zero_()
+            trainer.behaviour.policy_head.bias[0] = 6.0  # the policy alone almost always plays NOOP
+        for i in range(2):
+            trainer.pool.next_start[i] = trainer._sample_start(i)
+        trainer.pool.reset()
+        for i in range(2):
+            trainer._begin_episode(i)
+        buffers = trainer._make_buffers()
+        buffers["episode_starts"][0] = True
+        episodes, _ = trainer._collect(trainer.behaviour, buffers, None)
+        return trainer, buffers, episodes
+    finally:
+        trainer.close()
+
+
+def _steps_since_start(episode_starts: torch.Tensor) -> np.ndarray:
+    since = np.zeros(episode_starts.shape, dtype=np.int64)
+    for t in range(episode_starts.shape[0]):
+        since[t] = np.where(episode_starts[t].numpy(), 0, since[t - 1] + 1 if t else 0)
+    return since
+
+
+def test_rollout_explores_the_first_steps_of_every_window_episode(tmp_path):
+    """Real emulator, restarts included: exactly the first ``steps`` agent steps after each start in the
+    window draw uniformly (eps 1 makes their log-probability exactly -log 18), later steps follow the policy."""
+    trainer, buffers, episodes = _rollout(tmp_path, ExploreConfig(epsilon=1.0, steps=3))
+    assert len(episodes) >= 2  # restarts happened inside the rollout
+    since = _steps_since_start(buffers["episode_starts"])
+    uniform = torch.isclose(buffers["logprobs"], torch.tensor(-math.log(18)), atol=1e-5).numpy()
+    assert (uniform == (since < 3)).all()
+    assert (buffers["actions"].numpy()[since >= 3] == 0).mean() > 0.9
+
+
+def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_path):
+    _, off, _ = _rollout(tmp_path, ExploreConfig(epsilon=0.0))  # the switch-off value
+    assert not torch.isclose(off["logprobs"], torch.tensor(-math.log(18)), atol=1e-5).any()
+    # The initial window reaches the demo's end, so "behind" needs a window that moved: start at frame 300.
+    config = TrainConfig(demo=DEMO, num_envs=2, num_workers=0, num_steps=8, status_every=1e9,
+                         explore=ExploreConfig(epsilon=1.0, steps=8))
+    config.curriculum.random_start_fraction = 1.0
+    trainer = Trainer(config, tmp_path / "behind", quiet=True)
+    try:
+        trainer.scheduler._slot = 300
+        for i in range(2):
+            trainer.pool.next_start[i] = trainer._sample_start(i)
+            assert trainer.pool.next_start[i] > trainer.scheduler.window_end
+            trainer._begin_episode(i)
+        assert trainer.explore.epsilons(slice(None)) is None
+    finally:
+        trainer.close()
