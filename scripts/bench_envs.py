@@ -205,7 +205,12 @@ def _driver(step, num_envs):
     return run
 
 
-def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
+def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
+    """An EnvPool (closed by ``stack``) whose envs start where a fresh curriculum puts them, as in training.
+
+    Returns ``(pool, restart)``: pass each step's finished episodes to ``restart(episodes)`` to choose
+    where those envs start next (the Trainer does the same).
+    """
     from curriculum_ppo.workers import EnvPool, EnvSpec
 
     draw = _starts(num_envs, seed=1)
@@ -213,12 +218,17 @@ def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, lea
                                        learner_is_worker=learner_is_worker))
     pool.next_start[:] = [draw(i) for i in range(num_envs)]
     pool.reset()
-    pool.next_start[:] = [draw(i) for i in range(num_envs)]  # where each env restarts (the Trainer does this)
-    rng = np.random.default_rng(0)
+    pool.next_start[:] = [draw(i) for i in range(num_envs)]
 
     def restart(episodes):
         for episode in episodes:
             pool.next_start[episode["env"]] = draw(episode["env"])
+    return pool, restart
+
+
+def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
+    pool, restart = curriculum_pool(num_envs, workers, stack, groups, learner_is_worker)
+    rng = np.random.default_rng(0)
     if groups == 1:
         return _driver(lambda actions: restart(pool.step(actions)), num_envs)
 

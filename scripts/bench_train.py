@@ -28,6 +28,7 @@ import platform
 import resource
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -62,24 +63,19 @@ def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
     return samples / (time.perf_counter() - start), (time.process_time() - cpu_start) / samples
 
 
-def bench_env_only(num_envs, workers, seconds) -> float:
-    """EnvPool stepping with random actions and the Trainer's start frames (a fresh curriculum)."""
-    from curriculum_ppo.curriculum import CurriculumScheduler
-    from curriculum_ppo.demo.store import load_demo
-    from curriculum_ppo.workers import EnvPool, EnvSpec
+def bench_env_only(num_envs, workers, seconds) -> tuple[float, float]:
+    """EnvPool stepping with random actions and the Trainer's start frames (a fresh curriculum):
+    (agent steps/s, CPU seconds per agent step over the learner and worker processes)."""
+    from bench_envs import curriculum_pool  # scripts/ is on sys.path when a script runs
 
-    scheduler = CurriculumScheduler(len(load_demo(DEMO)))
     rng = np.random.default_rng(0)
-    with EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers) as pool:
-        pool.next_start[:] = [scheduler.sample_start(rng, i, num_envs) for i in range(num_envs)]
-        pool.reset()
-        pool.next_start[:] = [scheduler.sample_start(rng, i, num_envs) for i in range(num_envs)]
+    with ExitStack() as stack:
+        pool, restart = curriculum_pool(num_envs, workers, stack)
         pids = [p.pid for p in pool.processes]
         steps, start = 0, time.perf_counter()
         cpu_start = _cpu_seconds(pids) + time.process_time()
         while time.perf_counter() - start < seconds:
-            for ep in pool.step(rng.integers(0, 18, num_envs)):
-                pool.next_start[ep["env"]] = scheduler.sample_start(rng, ep["env"], num_envs)
+            restart(pool.step(rng.integers(0, 18, num_envs)))
             steps += num_envs
         elapsed = time.perf_counter() - start
         cpu = _cpu_seconds(pids) + time.process_time() - cpu_start
