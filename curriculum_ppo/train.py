@@ -231,6 +231,7 @@ class Trainer:
             if self.demo_info["length"] else None
         self.stall = StallDetector(config.unstick)
         self.explore = ExplorationBudget(config.num_envs, config.explore)
+        self.explored_episodes = 0  # this session's, left out of the curriculum's statistics
         self.stats = EpisodeStats(demo_return=self.demo_info.get("total_return"))
         self.frames = 0
         self.updates = 0
@@ -352,15 +353,13 @@ class Trainer:
 
     def _begin_episode(self, env_index: int) -> None:
         """Env ``env_index`` just began an episode at ``pool.next_start[env_index]`` (workers restart
-        an env as soon as its episode ends): grant it exploration if that start is in the curriculum
-        window, then choose where its following episode will start."""
+        an env as soon as its episode ends): decide whether it explores (only starts in the curriculum
+        window may), then choose where its following episode will start."""
         start = int(self.pool.next_start[env_index])
         sched = self.scheduler
-        if sched is not None and not sched.done and start != REAL_START \
-                and sched.start_frame <= start <= sched.window_end:
-            self.explore.grant(env_index)
-        else:
-            self.explore.cancel(env_index)
+        in_window = sched is not None and not sched.done and start != REAL_START \
+            and sched.start_frame <= start <= sched.window_end
+        self.explore.begin(env_index, in_window, self.rng)
         self.pool.next_start[env_index] = self._sample_start(env_index)
 
     @property
@@ -443,6 +442,7 @@ class Trainer:
         else:
             buffers["next_episode_starts"][envs] = ended
         for episode in episodes:
+            episode["explored"] = bool(self.explore.exploring[episode["env"]])
             self._begin_episode(episode["env"])
         return episodes
 
@@ -576,7 +576,10 @@ class Trainer:
                     self.behaviour.load_state_dict(self.policy.state_dict())
                 for episode in episodes:
                     self.stats.add(episode)
-                    if self.scheduler is not None and episode.get("start_frame") is not None:
+                    # Exploring episodes train the policy; the curriculum judges the policy on the others.
+                    if episode.get("explored"):
+                        self.explored_episodes += 1
+                    elif self.scheduler is not None and episode.get("start_frame") is not None:
                         self.scheduler.record(int(episode["start_frame"]), bool(episode.get("success")))
                 self.frames += frames_per_update
                 lr_scale = self.stall.scale * (1.0 - self.frames / cfg.total_frames if cfg.ppo.anneal_lr else 1.0)
@@ -695,7 +698,7 @@ class Trainer:
                                             for r in curriculum_stats.get("window_bin_success_rates", [])] or None,
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes,
-               "explored_steps": self.explore.take_count()}
+               "explored_steps": self.explore.take_count(), "explored_episodes": self.explored_episodes}
         row.update(self.stats.summary())
         row.update({k: (float(v) if v is not None else None) for k, v in stats.items()})
         self._log(row)

@@ -31,6 +31,7 @@ KNOBS = {
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
     "explore_epsilon": ("explore", "epsilon"), "explore_steps": ("explore", "steps"),
+    "explore_fraction": ("explore", "fraction"),
 }
 RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
            "status_every", "threads", "checkpoint_every"}
@@ -89,9 +90,12 @@ def add_train_parser(sub) -> None:
     g.add_argument("--unstick-patience", type=int, help="frames without progress before lr/entropy decay")
     g.add_argument("--unstick-decay", type=float)
     g.add_argument("--explore-epsilon", type=float, metavar="EPS",
-                   help="for the first --explore-steps agent steps of an episode started in the curriculum "
-                        "window, mix this much uniform-random choice into the policy (default 0.2; 0 = off)")
+                   help="for the first --explore-steps agent steps of an exploring episode, mix this much "
+                        "uniform-random choice into the policy (default 0.2; 0 = off)")
     g.add_argument("--explore-steps", type=int, help="agent steps after a window start that explore (default 8)")
+    g.add_argument("--explore-fraction", type=float,
+                   help="fraction of the episodes started in the curriculum window that explore; they train "
+                        "the policy but do not count for the curriculum's success rate (default 0.5)")
     p.set_defaults(func=run_train)
 
 
@@ -163,6 +167,7 @@ def _validate(config) -> None:
         (config.curriculum.window > 0, "--window must be positive"),
         (0 <= config.explore.epsilon <= 1, "--explore-epsilon must be in [0, 1]"),
         (config.explore.steps >= 0, "--explore-steps must be >= 0"),
+        (0 <= config.explore.fraction <= 1, "--explore-fraction must be in [0, 1]"),
         (config.stop_at_success is None or 0 < config.stop_at_success <= 1,
          "--stop-at-success must be in (0, 1] (0 switches it off)"),
         (config.stop_at_success is None or config.demo is not None or config.env_kind != "atari",

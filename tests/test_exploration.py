@@ -1,6 +1,7 @@
 """Epsilon exploration after curriculum starts: the pure mixture and budget, the policy's ``act``, and the
 Trainer's rollout on the real emulator."""
 
+import json
 import math
 
 import numpy as np
@@ -55,18 +56,24 @@ def test_policy_act_logs_the_behaviour_log_probability():
     assert (greedy == 3).all()  # evaluation (deterministic) never explores
 
 
-def test_budget_counts_down_per_env_and_can_be_cancelled():
-    budget = ExplorationBudget(3, ExploreConfig(epsilon=0.5, steps=2))
+def test_budget_counts_down_per_env_and_only_window_starts_explore():
+    rng = np.random.default_rng(0)
+    budget = ExplorationBudget(3, ExploreConfig(epsilon=0.5, steps=2, fraction=1.0))
     assert budget.enabled and budget.epsilons(slice(None)) is None
-    budget.grant(0)
-    budget.grant(2)
+    assert budget.begin(0, True, rng) and not budget.begin(1, False, rng) and budget.begin(2, True, rng)
     assert budget.epsilons(slice(None)).tolist() == [0.5, 0.0, 0.5]
-    budget.cancel(2)
+    assert not budget.begin(2, False, rng)  # a new episode behind the window: its budget is gone
+    assert budget.exploring.tolist() == [True, False, False]
     assert budget.epsilons(slice(0, 2)).tolist() == [0.5, 0.0]
     assert budget.epsilons(slice(None)) is None  # env 0 used its 2 steps
     assert budget.take_count() == 3 and budget.take_count() == 0
-    assert not ExplorationBudget(1, ExploreConfig(epsilon=0.0)).enabled
-    for bad in ({"epsilon": 1.5}, {"epsilon": -0.1}, {"steps": -1}):
+    half = ExplorationBudget(1, ExploreConfig(fraction=0.5))
+    share = np.mean([half.begin(0, True, rng) for _ in range(4000)])
+    assert abs(share - 0.5) < 0.03
+    for off in ({"epsilon": 0.0}, {"steps": 0}, {"fraction": 0.0}):
+        switched_off = ExplorationBudget(1, ExploreConfig(**off))
+        assert not switched_off.enabled and not switched_off.begin(0, True, rng)
+    for bad in ({"epsilon": 1.5}, {"epsilon": -0.1}, {"steps": -1}, {"fraction": 1.1}):
         with pytest.raises(UserError):
             ExploreConfig(**bad)
 
@@ -103,12 +110,13 @@ def _steps_since_start(episode_starts: torch.Tensor) -> np.ndarray:
 def test_rollout_explores_the_first_steps_of_every_window_episode(tmp_path):
     """Real emulator, restarts included: exactly the first ``steps`` agent steps after each start in the
     window draw uniformly (eps 1 makes their log-probability exactly -log 18), later steps follow the policy."""
-    trainer, buffers, episodes = _rollout(tmp_path, ExploreConfig(epsilon=1.0, steps=3))
+    trainer, buffers, episodes = _rollout(tmp_path, ExploreConfig(epsilon=1.0, steps=3, fraction=1.0))
     assert len(episodes) >= 2  # restarts happened inside the rollout
     since = _steps_since_start(buffers["episode_starts"])
     uniform = torch.isclose(buffers["logprobs"], torch.tensor(-math.log(18)), atol=1e-5).numpy()
     assert (uniform == (since < 3)).all()
     assert (buffers["actions"].numpy()[since >= 3] == 0).mean() > 0.9
+    assert all(episode["explored"] for episode in episodes)
 
 
 def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_path):
@@ -116,7 +124,7 @@ def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_pa
     assert not torch.isclose(off["logprobs"], torch.tensor(-math.log(18)), atol=1e-5).any()
     # The initial window reaches the demo's end, so "behind" needs a window that moved: start at frame 300.
     config = TrainConfig(demo=DEMO, num_envs=2, num_workers=0, num_steps=8, status_every=1e9,
-                         explore=ExploreConfig(epsilon=1.0, steps=8))
+                         explore=ExploreConfig(epsilon=1.0, steps=8, fraction=1.0))
     config.curriculum.random_start_fraction = 1.0
     trainer = Trainer(config, tmp_path / "behind", quiet=True)
     try:
@@ -125,6 +133,22 @@ def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_pa
             trainer.pool.next_start[i] = trainer._sample_start(i)
             assert trainer.pool.next_start[i] > trainer.scheduler.window_end
             trainer._begin_episode(i)
-        assert trainer.explore.epsilons(slice(None)) is None
+        assert trainer.explore.epsilons(slice(None)) is None and not trainer.explore.exploring.any()
     finally:
         trainer.close()
+
+
+def test_exploring_episodes_train_but_do_not_count_for_the_curriculum(tmp_path):
+    """A real run (worker processes, overlapped updates): every episode is either recorded by the
+    curriculum scheduler or counted as exploring, and both kinds occur with fraction 0.5."""
+    config = TrainConfig(demo=DEMO, total_frames=6 * 4 * 64 * 4, num_envs=4, num_workers=1, num_steps=64,
+                         status_every=1e9, explore=ExploreConfig(epsilon=1.0, steps=4, fraction=0.5))
+    config.ppo.num_minibatches = 2
+    trainer = Trainer(config, tmp_path / "run", quiet=True)
+    assert trainer.train() == 0
+    recorded = trainer.scheduler.counts_by_start()[1].sum()
+    assert trainer.explored_episodes > 0 and recorded > 0
+    assert recorded + trainer.explored_episodes == trainer.stats.count
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["explored_episodes"] == trainer.explored_episodes
+    assert sum(r["explored_steps"] for r in rows) >= 4 * trainer.explored_episodes * 0.5
