@@ -446,6 +446,17 @@ class Trainer:
             self._begin_episode(episode["env"])
         return episodes
 
+    def _start_envs(self) -> dict:
+        """Begin an episode in every env at a start the curriculum picks; return empty rollout buffers."""
+        for i in range(self.config.num_envs):
+            self.pool.next_start[i] = self._sample_start(i)
+        self.pool.reset()
+        for i in range(self.config.num_envs):
+            self._begin_episode(i)
+        buffers = self._make_buffers()
+        buffers["episode_starts"][0] = True
+        return buffers
+
     def _make_buffers(self) -> dict:
         T, B = self.config.num_steps, self.config.num_envs
         pin = self.device.type == "cuda"
@@ -541,13 +552,7 @@ class Trainer:
         if cfg.env_kind == "toy":
             frames_per_update = cfg.num_steps * cfg.num_envs * self.dist.world_size
         try:
-            for i in range(cfg.num_envs):
-                self.pool.next_start[i] = self._sample_start(i)
-            self.pool.reset()
-            for i in range(cfg.num_envs):
-                self._begin_episode(i)
-            buffers = self._make_buffers()
-            buffers["episode_starts"][0] = True
+            buffers = self._start_envs()
             hidden = self.behaviour.initial_state(cfg.num_envs, self.device)
             last_status = time.time()
             t0, frames0 = time.time(), self.frames

@@ -87,13 +87,7 @@ def _rollout(tmp_path, explore: ExploreConfig, random_start_fraction: float = 0.
         with torch.no_grad():
             trainer.behaviour.policy_head.bias.zero_()
             trainer.behaviour.policy_head.bias[0] = 6.0  # the policy alone almost always plays NOOP
-        for i in range(2):
-            trainer.pool.next_start[i] = trainer._sample_start(i)
-        trainer.pool.reset()
-        for i in range(2):
-            trainer._begin_episode(i)
-        buffers = trainer._make_buffers()
-        buffers["episode_starts"][0] = True
+        buffers = trainer._start_envs()
         episodes, _ = trainer._collect(trainer.behaviour, buffers, None)
         return trainer, buffers, episodes
     finally:

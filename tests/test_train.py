@@ -212,13 +212,7 @@ def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, 
         try:
             policy = trainer.behaviour
             policy.act = functools.partial(type(policy).act, policy, deterministic=True)
-            for i in range(4):
-                trainer.pool.next_start[i] = trainer._sample_start(i)
-            trainer.pool.reset()
-            for i in range(4):
-                trainer._begin_episode(i)
-            buffers = trainer._make_buffers()
-            buffers["episode_starts"][0] = True
+            buffers = trainer._start_envs()
             episodes, hidden = trainer._collect(policy, buffers, policy.initial_state(4, trainer.device))
             return buffers, episodes, hidden
         finally:
