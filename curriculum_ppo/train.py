@@ -231,7 +231,8 @@ class Trainer:
             if self.demo_info["length"] else None
         self.stall = StallDetector(config.unstick)
         self.explore = ExplorationBudget(config.num_envs, config.explore)
-        self.explored_episodes = 0  # this session's, left out of the curriculum's statistics
+        # This session's exploring episodes (and how many tied the demo): not in the curriculum's statistics.
+        self.explored_episodes = self.explored_successes = 0
         self.stats = EpisodeStats(demo_return=self.demo_info.get("total_return"))
         self.frames = 0
         self.updates = 0
@@ -584,6 +585,7 @@ class Trainer:
                     # Exploring episodes train the policy; the curriculum judges the policy on the others.
                     if episode.get("explored"):
                         self.explored_episodes += 1
+                        self.explored_successes += bool(episode.get("success"))
                     elif self.scheduler is not None and episode.get("start_frame") is not None:
                         self.scheduler.record(int(episode["start_frame"]), bool(episode.get("success")))
                 self.frames += frames_per_update
@@ -703,7 +705,8 @@ class Trainer:
                                             for r in curriculum_stats.get("window_bin_success_rates", [])] or None,
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes,
-               "explored_steps": self.explore.take_count(), "explored_episodes": self.explored_episodes}
+               "explored_steps": self.explore.take_count(), "explored_episodes": self.explored_episodes,
+               "explored_successes": self.explored_successes}
         row.update(self.stats.summary())
         row.update({k: (float(v) if v is not None else None) for k, v in stats.items()})
         self._log(row)

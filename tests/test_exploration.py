@@ -145,4 +145,5 @@ def test_exploring_episodes_train_but_do_not_count_for_the_curriculum(tmp_path):
     assert recorded + trainer.explored_episodes == trainer.stats.count
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["explored_episodes"] == trainer.explored_episodes
+    assert rows[-1]["explored_successes"] == trainer.explored_successes <= trainer.explored_episodes
     assert sum(r["explored_steps"] for r in rows) >= 4 * trainer.explored_episodes * 0.5
