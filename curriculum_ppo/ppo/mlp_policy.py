@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.ppo.policy import PolicyConfig, layer_init, sample_categorical
+from curriculum_ppo.ppo.policy import PolicyConfig, choose_actions, layer_init
 
 
 class MLPActorCritic(nn.Module):
@@ -69,11 +69,9 @@ class MLPActorCritic(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: Tensor, state: Tensor | None = None, episode_starts: Tensor | None = None,
-            deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor, None]:
-        """(action [B] int64, logprob [B], value [B], None), like ``ActorCritic.act``."""
+            deterministic: bool = False, epsilon: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, None]:
+        """(action [B] int64, logprob [B], value [B], None), like ``ActorCritic.act`` (``epsilon`` too)."""
         logits, value, _ = self(obs)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
-        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        action, logprob = choose_actions(logits, deterministic, epsilon)
         return action, logprob, value, None
 

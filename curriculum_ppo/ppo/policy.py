@@ -110,6 +110,16 @@ def sample_categorical(logits: Tensor) -> Tensor:
     return (logits.float() + gumbel).argmax(dim=-1)
 
 
+def choose_actions(logits: Tensor, deterministic: bool = False, epsilon: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(action [B], log-probability [B]) from policy logits: sampled, greedy, or sampled from the
+    epsilon mixture (see :mod:`curriculum_ppo.exploration`), whose log-probability is then returned."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    if epsilon is not None and not deterministic:
+        log_probs = epsilon_mixture(log_probs, epsilon.to(log_probs.device))
+    action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
+    return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
+
 class ActorCritic(nn.Module):
     """Shared-trunk actor-critic for discrete actions.
 
@@ -305,9 +315,5 @@ class ActorCritic(nn.Module):
         returns that mixture's log-probability (see :mod:`curriculum_ppo.exploration`).
         """
         logits, value, new_state = self(obs, state, episode_starts)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        if epsilon is not None and not deterministic:
-            log_probs = epsilon_mixture(log_probs, epsilon.to(log_probs.device))
-        action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
-        logprob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        action, logprob = choose_actions(logits, deterministic, epsilon)
         return action, logprob, value, new_state
