@@ -4,10 +4,12 @@ Why: a policy trained for millions of frames on the later part of the demo
 becomes near-deterministic, also in states where its action did not matter
 (mid-air, say). When the curriculum moves the start back to just before a
 point that needs one precise action (the bundled demo's skull jump: one of 3
-actions at exactly one agent step), such a policy almost never tries it;
-measured on the bundled demo, 0 successes in 457 episodes started 1-2 agent
-steps before the jump (``python scripts/probe_jump_timing.py`` shows the
-timing). PPO cannot reinforce what it never samples.
+actions at exactly one agent step), such a policy almost never tries it.
+Measured on the bundled demo (README, Results): starts 155-189 had 0
+successes in 3,152 episodes, and the stalled policy put 3.1e-06 on the jump
+in the one state where it saves the agent (``python
+scripts/probe_jump_timing.py --checkpoint RUN/checkpoints/latest.pt``). PPO
+cannot reinforce what it never samples.
 
 The fix here: a fraction of the episodes that start in the curriculum window
 *explore*: for their first ``steps`` agent steps the action comes from the
