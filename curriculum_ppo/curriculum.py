@@ -79,13 +79,32 @@ class CurriculumConfig:
     """
 
     max_window_episodes: int | None = 8192
-    """Forget old statistics: when more episodes than this accumulated in the
-    window since the last move, all counts are halved.
+    """Forget old statistics of the *collapse* rule: when more episodes than
+    this accumulated in the window since the last move, its counts are halved.
 
-    Without it the success rate would be the average since the last move,
-    which reacts ever more slowly as the agent improves (or collapses). Halving
-    is an exponential moving average that keeps the statistics a plain vector
-    of counts, so ranks can still sum them. ``None`` disables forgetting.
+    Without it the window's success rate would be the average since the last
+    move, which reacts ever more slowly as the agent improves (or collapses).
+    Halving keeps the statistics a plain vector of counts, so ranks can still
+    sum them. ``None`` disables forgetting. (Moves back use the much shorter
+    memory of :attr:`front_half_life`.)
+    """
+
+    front_half_life: float | None = 64.0
+    """Memory of the move-back decision, in episodes started in the window's front.
+
+    The front's success rate weighs every episode by ``0.5 ** (k / front_half_life)``,
+    where ``k`` counts the front episodes that finished after it. ``None``
+    weighs all episodes since the last move equally.
+
+    Measured, not assumed (bundled demo, 2026-11-26): with equal weights the
+    run of 2026-11-25 sat at start frame 155 with a front success rate of
+    135 / 2,463 = 5.5%, while the front's last 262 episodes had succeeded
+    127 times (48%); the 2,061 failures from before the agent learned the
+    skull jump outweighed them. Every hard section adds such a lag, and it
+    grows with the time the section took. With a half-life of 64 front
+    episodes, a jump from 0% to 40% crosses the 20% threshold after about 64
+    episodes, while the estimate still rests on ~180 effective episodes (the
+    standard error at 20% is about 3 points).
     """
 
     decision_front: float = 0.25
@@ -125,6 +144,8 @@ class CurriculumConfig:
             raise UserError(
                 f"collapse min episodes ({self.collapse_min_episodes}) must be >= min episodes ({self.min_episodes})"
             )
+        if self.front_half_life is not None and not self.front_half_life > 0:
+            raise UserError(f"front half-life must be > 0 episodes (or None), got {self.front_half_life}")
         if self.max_window_episodes is not None and self.max_window_episodes < 2 * self.collapse_min_episodes:
             # After halving, the count is only guaranteed to be above max/2.
             raise UserError(
@@ -191,6 +212,8 @@ class CurriculumScheduler:
         self._pending = np.zeros((2, self.num_slots))  # local, not yet applied
         self._since_move = np.zeros((2, self.num_slots))  # global, since the last move (decays)
         self._total = np.zeros((2, self.num_slots))  # global, ever (for reporting)
+        self._recent = np.zeros((2, self.num_slots))  # global, since the last move, decays per front episode
+        self._front_episodes = 0.0  # global episodes folded into _recent's front since the last move
 
     # ----------------------------------------------------------------- window
     @property
@@ -302,6 +325,13 @@ class CurriculumScheduler:
         if summed.shape != (self.vector_size,):
             raise ValueError(f"expected a count vector of shape ({self.vector_size},), got {summed.shape}")
         counts = summed.reshape(2, self.num_slots)
+        half_life = self.config.front_half_life
+        lo, hi = self._front_slots()
+        new_front = float(counts[0, lo:hi].sum())
+        if half_life is not None:
+            self._recent *= 0.5 ** (new_front / half_life)
+        self._recent += counts
+        self._front_episodes += new_front
         self._since_move += counts
         self._total += counts
         self._episodes_seen += float(counts[0].sum())
@@ -314,12 +344,15 @@ class CurriculumScheduler:
         lo, hi = self._slot, self._window_end_slot + 1
         return float(self._since_move[0, lo:hi].sum()), float(self._since_move[1, lo:hi].sum())
 
-    def _front_counts(self) -> tuple[float, float]:
-        """Counts of the front ``decision_front`` of the window (at least one slot)."""
+    def _front_slots(self) -> tuple[int, int]:
+        """Slot range ``[lo, hi)`` of the front ``decision_front`` of the window (at least one slot)."""
         width = self._window_end_slot + 1 - self._slot
-        lo = self._slot
-        hi = lo + max(1, int(round(width * self.config.decision_front)))
-        return float(self._since_move[0, lo:hi].sum()), float(self._since_move[1, lo:hi].sum())
+        return self._slot, self._slot + max(1, int(round(width * self.config.decision_front)))
+
+    def _front_counts(self) -> tuple[float, float]:
+        """Recency-weighted counts of the window's front (see :attr:`CurriculumConfig.front_half_life`)."""
+        lo, hi = self._front_slots()
+        return float(self._recent[0, lo:hi].sum()), float(self._recent[1, lo:hi].sum())
 
     def _behind_counts(self) -> tuple[float, float]:
         lo = self._window_end_slot + 1
@@ -353,8 +386,10 @@ class CurriculumScheduler:
     def _decide(self) -> str | None:
         if self._done:
             return None
-        front_attempts, front_successes = self._front_counts()
-        if front_attempts >= self.config.min_episodes and front_successes / front_attempts >= self.config.success_threshold:
+        # Enough evidence is counted in real episodes; the rate is the recency-weighted one.
+        weight, weighted_successes = self._front_counts()
+        if (self._front_episodes >= self.config.min_episodes and weight > 0
+                and weighted_successes / weight >= self.config.success_threshold):
             if self._slot == 0:
                 self._done = True
                 return MOVE_DONE
@@ -373,21 +408,25 @@ class CurriculumScheduler:
         self._slot = slot
         self._moves += 1
         self._since_move[:] = 0.0
+        self._recent[:] = 0.0
+        self._front_episodes = 0.0
         self.history.append((int(round(self._episodes_seen)), self.start_frame))
 
     # -------------------------------------------------------------- reporting
     def stats(self) -> dict:
         """Scalars for logging; rates are NaN when there were no episodes.
 
-        ``window_bin_success_rates`` splits the window into (up to) four
-        equal bins from front to back, showing where inside the window the
-        agent fails.
+        ``front_success_rate`` is the recency-weighted rate that moves the
+        window back; ``window_success_rate`` is the rate since the last move
+        that the collapse rule uses. ``window_bin_success_rates`` splits the
+        window into (up to) four equal bins from front to back, showing where
+        inside the window the agent fails *now* (recency-weighted like the front).
         """
         w_attempts, w_successes = self._window_counts()
         b_attempts, b_successes = self._behind_counts()
         lo, hi = self._slot, self._window_end_slot + 1
         bins = np.array_split(np.arange(lo, hi), min(4, hi - lo))
-        bin_rates = [_rate(self._since_move[1, b].sum(), self._since_move[0, b].sum()) for b in bins]
+        bin_rates = [_rate(self._recent[1, b].sum(), self._recent[0, b].sum()) for b in bins]
         return {
             "start_frame": self.start_frame,
             "window_end": self.window_end,
@@ -423,6 +462,8 @@ class CurriculumScheduler:
             "pending": _sparse(self._pending),
             "since_move": _sparse(self._since_move),
             "total": _sparse(self._total),
+            "recent": _sparse(self._recent),
+            "front_episodes": self._front_episodes,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -443,6 +484,11 @@ class CurriculumScheduler:
         self._pending = _dense(state["pending"], self.num_slots)
         self._since_move = _dense(state["since_move"], self.num_slots)
         self._total = _dense(state["total"], self.num_slots)
+        # Checkpoints from before front_half_life existed carry no recency
+        # information; their front statistics start afresh (min_episodes new
+        # front episodes before the next move back).
+        self._recent = _dense(state["recent"], self.num_slots) if "recent" in state else np.zeros((2, self.num_slots))
+        self._front_episodes = float(state.get("front_episodes", 0.0))
 
 
 def _rate(successes: float, attempts: float) -> float:

@@ -28,6 +28,7 @@ KNOBS = {
     "window": ("curriculum", "window"), "success_threshold": ("curriculum", "success_threshold"),
     "random_start_fraction": ("curriculum", "random_start_fraction"),
     "min_episodes": ("curriculum", "min_episodes"), "decision_front": ("curriculum", "decision_front"),
+    "front_half_life": ("curriculum", "front_half_life"),
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
     "explore_epsilon": ("explore", "epsilon"), "explore_steps": ("explore", "steps"),
@@ -85,6 +86,9 @@ def add_train_parser(sub) -> None:
     g.add_argument("--decision-front", type=float,
                    help="fraction of the window (its hardest, front starts) whose success rate moves it back (0.25)")
     g.add_argument("--min-episodes", type=int, help="episodes in the window before deciding (default 32)")
+    g.add_argument("--front-half-life", type=float, metavar="EPISODES",
+                   help="memory of the move-back decision: a front episode's weight halves after this many "
+                        "newer front episodes (default 64; 0 = weigh all episodes since the last move equally)")
     g.add_argument("--lag-allowance", type=int, help="frames the agent may lag the demo's score (default 60)")
     g.add_argument("--max-episode-frames", type=int)
     g.add_argument("--unstick-patience", type=int, help="frames without progress before lr/entropy decay")
@@ -125,6 +129,8 @@ def build_config(args):
             continue
         target = config if section is None else getattr(config, section)
         setattr(target, name, value)
+    if config.curriculum.front_half_life == 0:  # "--front-half-life 0": no forgetting
+        config.curriculum.front_half_life = None
     if config.stop_at_success == 0:  # "--stop-at-success 0" switches the rule off (e.g. on --resume)
         config.stop_at_success = None
     if getattr(args, "no_overlap", False):
@@ -165,6 +171,8 @@ def _validate(config) -> None:
         (0 < config.curriculum.success_threshold <= 1, "--success-threshold must be in (0, 1]"),
         (0 <= config.curriculum.random_start_fraction < 1, "--random-start-fraction must be in [0, 1)"),
         (config.curriculum.window > 0, "--window must be positive"),
+        (config.curriculum.front_half_life is None or config.curriculum.front_half_life > 0,
+         "--front-half-life must be >= 0 episodes (0: no forgetting)"),
         (0 <= config.explore.epsilon <= 1, "--explore-epsilon must be in [0, 1]"),
         (config.explore.steps >= 0, "--explore-steps must be >= 0"),
         (0 <= config.explore.fraction <= 1, "--explore-fraction must be in [0, 1]"),

@@ -258,7 +258,7 @@ def test_stall_detector_disabled_and_state_round_trip():
 def test_easy_back_of_window_does_not_carry_a_failing_front():
     """Regression (bundled demo, 2026-11-26): successes near the window's end must not move it back
     while the hardest starts, at its front, never succeed."""
-    sched = make(window=200, min_episodes=20)
+    sched = make(window=200, min_episodes=20, front_half_life=None)  # plain counts: exact arithmetic below
     front, back = sched.start_frame, sched.start_frame + 180
     record_many(sched, front, 0, 60)
     record_many(sched, back, 60, 0)  # 50% over the whole window
@@ -281,3 +281,83 @@ def test_counts_by_start_are_all_time_and_survive_moves():
     counts = {int(s): (int(a), int(k)) for s, a, k in zip(starts, attempts, successes)}
     assert counts[948] == (3, 2) and counts[980] == (1, 0)
     assert front % 4 == 0 and counts[front] == (4, 4)
+
+
+# ------------------------------------------------------- recency of the front
+def test_front_rate_weighs_recent_episodes_by_half_life():
+    """An episode's weight halves after `front_half_life` newer front episodes; the window's
+    collapse statistics stay plain counts since the last move."""
+    sched = make(min_episodes=20, front_half_life=64.0, success_threshold=0.9)
+    front = sched.start_frame
+    record_many(sched, front, successes=0, failures=64)
+    assert sched.update() is None
+    record_many(sched, front, successes=64, failures=0)
+    assert sched.update() is None  # 64 / (32 + 64) = 67% < 90%
+    stats = sched.stats()
+    assert stats["front_success_rate"] == pytest.approx(64 / 96)
+    assert stats["window_success_rate"] == pytest.approx(0.5)  # since the last move, unweighted
+    assert stats["window_bin_success_rates"][0] == pytest.approx(64 / 96)
+    record_many(sched, front, successes=128, failures=0)  # 64 + 32 successes vs 8 failures of weight
+    assert sched.update() == "back"
+
+
+def test_long_failing_history_does_not_hold_back_a_learned_front():
+    """Regression (bundled demo, 2026-11-26): 2,061 front failures before the agent learned the
+    skull jump kept the plain since-move rate at 5.5% while the front then succeeded ~48% of the time.
+    Fed in rollout-sized batches, the recency-weighted front moves back within ~2 half-lives;
+    plain counts never would on this evidence."""
+    rng = np.random.default_rng(3)
+    runs = {}
+    for half_life in (64.0, None):
+        sched = make(min_episodes=32, collapse_min_episodes=100_000, max_window_episodes=None,
+                     front_half_life=half_life)
+        front = sched.start_frame
+        for _ in range(2061 // 3):
+            record_many(sched, front, successes=0, failures=3)
+            assert sched.update() is None
+        moved_after = None
+        for batch in range(100):  # 400 episodes at 48%
+            for _ in range(4):
+                sched.record(front, bool(rng.random() < 0.48))
+            if sched.update() == "back":
+                moved_after = 4 * (batch + 1)
+                break
+        runs[half_life] = moved_after
+    assert runs[None] is None
+    assert runs[64.0] is not None and runs[64.0] <= 128
+
+
+def test_min_episodes_counts_real_front_episodes_and_move_resets_recency():
+    sched = make(min_episodes=20)  # default half-life
+    front = sched.start_frame
+    record_many(sched, front, successes=19, failures=0)
+    assert sched.update() is None  # 19 episodes < 20, whatever their decayed weight
+    record_many(sched, front + 60, successes=50, failures=0)  # outside the front: not evidence
+    assert sched.update() is None
+    sched.record(front, True)
+    assert sched.update() == "back"
+    assert math.isnan(sched.stats()["front_success_rate"])  # fresh statistics for the new front
+    record_many(sched, sched.start_frame, successes=19, failures=0)
+    assert sched.update() is None
+
+
+def test_checkpoint_without_recency_starts_the_front_statistics_afresh():
+    """Checkpoints written before front_half_life existed hold only plain counts."""
+    old = make(min_episodes=20, front_half_life=None)
+    record_many(old, old.start_frame, successes=0, failures=500)
+    old.update()
+    state = old.state_dict()
+    del state["recent"], state["front_episodes"]
+    new = make(min_episodes=20)
+    new.load_state_dict(state)
+    assert new.stats()["window_episodes"] == 500  # the collapse statistics are kept
+    record_many(new, new.start_frame, successes=19, failures=0)
+    assert new.update() is None  # 19 new episodes are not enough evidence yet
+    new.record(new.start_frame, True)
+    assert new.update() == "back"  # 20 of 20 recent successes; the 500 old failures are not in the rate
+
+
+def test_front_half_life_validation():
+    with pytest.raises(UserError):
+        CurriculumConfig(front_half_life=0.0)
+    assert CurriculumConfig(front_half_life=None).front_half_life is None

@@ -250,10 +250,11 @@ def test_env_groups_must_fit_the_envs(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_explore_knobs_are_validated(tmp_path):
+def test_explore_and_memory_knobs_are_validated(tmp_path):
     for flag, value, message in (("--explore-epsilon", "1.5", "--explore-epsilon must be in [0, 1]"),
                                  ("--explore-steps", "-1", "--explore-steps must be >= 0"),
-                                 ("--explore-fraction", "2", "--explore-fraction must be in [0, 1]")):
+                                 ("--explore-fraction", "2", "--explore-fraction must be in [0, 1]"),
+                                 ("--front-half-life", "-1", "--front-half-life must be >= 0 episodes")):
         result = cli("train", "--run-dir", str(tmp_path / "r"), flag, value, *TINY)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()
