@@ -61,7 +61,12 @@ def cmd_inspect(args) -> int:
     if path.is_dir():
         from curriculum_ppo.run_report import inspect_run
 
-        return inspect_run(path, as_json=args.json)
+        if args.bin_frames is not None and (args.since is None or args.bin_frames < 1):
+            raise UserError("--bin-frames needs --since and must be >= 1 frame")
+
+        return inspect_run(path, as_json=args.json, since=args.since, bin_frames=args.bin_frames)
+    if args.since or args.bin_frames:
+        raise UserError("--since and --bin-frames apply to a training run directory, not to a demo file")
     from curriculum_ppo.demo.inspect import format_summary, summarize, write_demo_png, write_demo_video
     from curriculum_ppo.demo.store import load_demo
 
@@ -124,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame", help="frame(s) for --png (default: last)")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--every", type=int, default=1, help="video: keep every k-th frame")
+    p.add_argument("--since", metavar="CHECKPOINT",
+                   help="run dir: also show success by start frame over the episodes between this checkpoint "
+                        "(a path, or a name in RUN/checkpoints) and latest.pt")
+    p.add_argument("--bin-frames", type=int, help="run dir with --since: width of the start-frame ranges "
+                                                  "(default: the demo in 20 ranges)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("import-demo", help="import an atari-reset / atari-demo pickle")

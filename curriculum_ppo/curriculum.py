@@ -491,6 +491,27 @@ class CurriculumScheduler:
         self._front_episodes = float(state.get("front_episodes", 0.0))
 
 
+def counts_between(older: dict, newer: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(start_frames, attempts, successes)`` of the episodes recorded between two scheduler states.
+
+    Both are :meth:`CurriculumScheduler.state_dict` results of one run (say, two
+    checkpoints). The all-time counts only grow, so their difference is what the
+    agent did in between: how it does *now* at each start, which the all-time
+    ``success_by_start.json`` blurs with its early failures.
+    """
+    for key in ("demo_length", "frame_granularity"):
+        if older[key] != newer[key]:
+            raise UserError(f"the two curriculum states differ in {key} ({older[key]} vs {newer[key]}): "
+                            "not checkpoints of one run")
+    num_slots = (int(newer["demo_length"]) - 1) // int(newer["frame_granularity"]) + 1
+    delta = _dense(newer["total"], num_slots) - _dense(older["total"], num_slots)
+    if (delta < -1e-6).any():
+        raise UserError("the older curriculum state has more episodes than the newer one: "
+                        "pass the earlier checkpoint as the older one, from the same run")
+    played = np.flatnonzero(delta[0] > 0)
+    return played * int(newer["frame_granularity"]), delta[0, played], delta[1, played]
+
+
 def _rate(successes: float, attempts: float) -> float:
     return float(successes / attempts) if attempts > 0 else math.nan
 

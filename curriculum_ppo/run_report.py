@@ -78,7 +78,33 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def collect(run_dir: str | Path) -> dict:
+def success_since(run_dir: Path, since: str, bin_frames: int | None = None) -> dict:
+    """Success by start frame over the episodes between checkpoint ``since`` and ``latest.pt``.
+
+    The only part of ``inspect`` that opens checkpoints (two of them, safely:
+    ``weights_only``). ``since`` is a path or a file name in ``RUN/checkpoints``.
+    """
+    from curriculum_ppo.curriculum import counts_between
+    from curriculum_ppo.train import load_checkpoint, success_by_start_table
+
+    older_path = Path(since)
+    if not older_path.exists() and (run_dir / "checkpoints" / since).exists():
+        older_path = run_dir / "checkpoints" / since
+    newer_path = run_dir / "checkpoints" / "latest.pt"
+    older, newer = load_checkpoint(older_path), load_checkpoint(newer_path)
+    states = [json.loads(c["scheduler_json"]) if c.get("scheduler_json") else None for c in (older, newer)]
+    if states[0] is None or states[1] is None:
+        raise UserError(f"--since: {older_path if states[0] is None else newer_path} holds no curriculum "
+                        "(a run without a demo)")
+    starts, attempts, successes = counts_between(states[0], states[1])
+    length = int(states[1]["demo_length"])
+    table = success_by_start_table(starts, attempts, successes, length, bin_frames=bin_frames)
+    table.update({"since": str(older_path), "since_frames": older.get("frames"), "frames": newer.get("frames"),
+                  "start_frame": states[1]["slot"] * states[1]["frame_granularity"]})
+    return table
+
+
+def collect(run_dir: str | Path, since: str | None = None, bin_frames: int | None = None) -> dict:
     """Everything ``inspect`` shows, as a JSON-serialisable dict."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -125,9 +151,12 @@ def collect(run_dir: str | Path) -> dict:
         progress = min(1.0, latest.get("frames", 0) / summary["total_frames"])
     metrics_age = round(now - metrics_path.stat().st_mtime, 1) if metrics_path.exists() else None
     by_start = _read_json(run_dir / "success_by_start.json")
-    return {"run_dir": str(run_dir), "config": summary, "updates_logged": rows, "latest": latest,
+    info = {"run_dir": str(run_dir), "config": summary, "updates_logged": rows, "latest": latest,
             "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots,
             "success_by_start": by_start}
+    if since is not None:
+        info["success_by_start_since"] = success_since(run_dir, since, bin_frames)
+    return info
 
 
 def _num(value, fmt: str = "{:.1f}", none: str = "-") -> str:
@@ -178,10 +207,13 @@ def format_report(info: dict) -> str:
     table = info.get("success_by_start")
     if table and any(b.get("episodes") for b in table.get("bins", [])):
         lines.append(f"success by start frame (all episodes so far, at {table.get('frames', 0):,} frames):")
-        cells = [f"{b['first']:>5}-{b['last']:<5} {_num(b.get('success_rate'), '{:>4.0%}')} ({b['episodes']})"
-                 for b in table["bins"] if b.get("episodes")]
-        for i in range(0, len(cells), 4):  # four ranges per line: one screen even for 20 ranges
-            lines.append("  " + " | ".join(cells[i:i + 4]))
+        lines.extend(_table_lines(table))
+    since = info.get("success_by_start_since")
+    if since is not None:
+        lines.append(f"success by start frame between {Path(since['since']).name} "
+                     f"({_num(since.get('since_frames'), '{:,}')} frames) and latest.pt "
+                     f"({_num(since.get('frames'), '{:,}')} frames):")
+        lines.extend(_table_lines(since) or ["  no episodes in between"])
     cks = info["checkpoints"]
     if cks:
         shown = cks if len(cks) <= 4 else [k for k in cks if k["name"] == "latest.pt"] + \
@@ -197,8 +229,16 @@ def format_report(info: dict) -> str:
     return "\n".join(lines)
 
 
-def inspect_run(path: str | Path, as_json: bool = False) -> int:
-    info = collect(path)
+def _table_lines(table: dict) -> list[str]:
+    """Ranges with episodes as 'first-last rate (episodes)', four per line: one screen even for 20 ranges."""
+    cells = [f"{b['first']:>5}-{b['last']:<5} {_num(b.get('success_rate'), '{:>4.0%}')} ({b['episodes']})"
+             for b in table["bins"] if b.get("episodes")]
+    return ["  " + " | ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
+
+
+def inspect_run(path: str | Path, as_json: bool = False, since: str | None = None,
+                bin_frames: int | None = None) -> int:
+    info = collect(path, since=since, bin_frames=bin_frames)
     if as_json:
         print(json.dumps(info, indent=2))
     else:

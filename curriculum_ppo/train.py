@@ -132,13 +132,14 @@ def pick_device(name: str) -> torch.device:
 
 
 def success_by_start_table(starts: np.ndarray, attempts: np.ndarray, successes: np.ndarray, demo_length: int,
-                           bins: int = 20) -> dict:
-    """All-time episodes and success rate per range of start frames (``bins`` equal ranges of the demo).
+                           bins: int = 20, bin_frames: int | None = None) -> dict:
+    """Episodes and success rate per range of start frames (``bins`` equal ranges of the demo,
+    or ranges of ``bin_frames`` frames).
 
     Shows *where* along the demo the agent fails, which the single front-of-window
     rate in metrics.jsonl cannot: the hard segment is usually a few dozen frames long.
     """
-    width = max(1, -(-demo_length // bins))
+    width = bin_frames if bin_frames else max(1, -(-demo_length // bins))
     rows = []
     for lo in range(0, demo_length, width):
         hi = min(demo_length, lo + width)

@@ -361,3 +361,21 @@ def test_front_half_life_validation():
     with pytest.raises(UserError):
         CurriculumConfig(front_half_life=0.0)
     assert CurriculumConfig(front_half_life=None).front_half_life is None
+
+
+def test_counts_between_two_states_of_one_run():
+    from curriculum_ppo.curriculum import counts_between
+
+    sched = make()
+    record_many(sched, N - 10, successes=1, failures=1)
+    sched.update()
+    older = json.loads(json.dumps(sched.state_dict()))
+    record_many(sched, N - 10, successes=2, failures=1)
+    record_many(sched, N - 50, successes=0, failures=4)
+    sched.update()
+    starts, attempts, successes = counts_between(older, sched.state_dict())
+    assert starts.tolist() == [N - 50, N - 10] and attempts.tolist() == [4, 3] and successes.tolist() == [0, 2]
+    with pytest.raises(UserError, match="more episodes than the newer"):
+        counts_between(sched.state_dict(), older)
+    with pytest.raises(UserError, match="differ in demo_length"):
+        counts_between(CurriculumScheduler(N + 1, CurriculumConfig(window=200)).state_dict(), older)

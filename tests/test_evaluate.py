@@ -278,3 +278,49 @@ def test_inspect_run_dir(capsys, run_dir, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     fails(capsys, "inspect", empty, match="is not a training run directory")
+
+
+def test_inspect_since_shows_only_the_episodes_between_two_checkpoints(capsys, run_dir, tmp_path):
+    """``inspect RUN --since CKPT``: per-start success over the episodes after CKPT, from the
+    all-time counts of two real checkpoints (the older one is the latest with fewer episodes)."""
+    import shutil
+
+    from curriculum_ppo.train import load_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    ckpt = load_checkpoint(run / "checkpoints" / "latest.pt")
+    state = json.loads(ckpt["scheduler_json"])
+    total = state["total"]
+    assert total["index"], "the tiny run recorded no demo-start episode"
+    # The older checkpoint had seen every episode except one failure and one success at the first
+    # played start frame (or just the failure when that frame only had one episode).
+    first = total["index"][0] * state["frame_granularity"]
+    attempts, successes = total["attempts"][0], total["successes"][0]
+    removed = (min(2.0, attempts), min(1.0, successes, attempts - 1))
+    total["attempts"][0] -= removed[0]
+    total["successes"][0] -= removed[1]
+    ckpt["scheduler_json"] = json.dumps(state)
+    torch.save(ckpt, run / "checkpoints" / "older.pt")
+
+    rc, out, err = cli(capsys, "inspect", run, "--since", "older.pt", "--bin-frames", "1", "--json")
+    assert rc == 0, err
+    table = json.loads(out)["success_by_start_since"]
+    rows = [b for b in table["bins"] if b["episodes"]]
+    assert [(b["first"], b["episodes"]) for b in rows] == [(first, int(removed[0]))]
+    assert rows[0]["success_rate"] == pytest.approx(removed[1] / removed[0])
+    assert table["frames"] == table["since_frames"] == 2048 and table["bin_frames"] == 1
+    rc, out, err = cli(capsys, "inspect", run, "--since", run / "checkpoints" / "older.pt")
+    assert rc == 0, err
+    assert "success by start frame between older.pt (2,048 frames) and latest.pt (2,048 frames):" in out
+
+    rc, out, err = cli(capsys, "inspect", run, "--since", "latest.pt")
+    assert rc == 0 and "no episodes in between" in out, err
+
+    # Bad input: the checkpoints in the wrong order, a missing one, --bin-frames alone or on a demo.
+    shutil.copy(run / "checkpoints" / "latest.pt", run / "newer.pt")
+    shutil.copy(run / "checkpoints" / "older.pt", run / "checkpoints" / "latest.pt")
+    fails(capsys, "inspect", run, "--since", run / "newer.pt", match="has more episodes than the newer one")
+    fails(capsys, "inspect", run, "--since", "nope.pt", match="checkpoint not found")
+    fails(capsys, "inspect", run, "--bin-frames", "4", match="--bin-frames needs --since")
+    fails(capsys, "inspect", DEMO, "--since", "x.pt", match="apply to a training run directory")
