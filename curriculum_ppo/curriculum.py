@@ -230,6 +230,10 @@ class CurriculumScheduler:
     def _window_end_slot(self) -> int:
         return min(self.num_slots - 1, self._slot + self.window_slots - 1)
 
+    def in_window(self, frame: int) -> bool:
+        """True if an episode starting at ``frame`` starts in the window (not a rehearsal start behind it)."""
+        return self.start_frame <= frame <= self.window_end
+
     @property
     def done(self) -> bool:
         """True once the window reached frame 0 and the agent succeeded there.

@@ -359,8 +359,7 @@ class Trainer:
         window may), then choose where its following episode will start."""
         start = int(self.pool.next_start[env_index])
         sched = self.scheduler
-        in_window = sched is not None and not sched.done and start != REAL_START \
-            and sched.start_frame <= start <= sched.window_end
+        in_window = sched is not None and not sched.done and start != REAL_START and sched.in_window(start)
         self.explore.begin(env_index, in_window, self.rng)
         self.pool.next_start[env_index] = self._sample_start(env_index)
 

@@ -124,4 +124,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from curriculum_ppo.errors import UserError
+
+    try:
+        main()
+    except UserError as exc:  # a missing demo or checkpoint: one line, not a traceback
+        raise SystemExit(f"probe_jump_timing: error: {exc}") from None

@@ -33,6 +33,7 @@ def test_starts_near_the_end_and_samples_in_window():
     rng = np.random.default_rng(0)
     starts = [sched.sample_start(rng) for _ in range(500)]
     assert min(starts) >= N - 200 and max(starts) <= N - 1
+    assert all(sched.in_window(s) for s in starts) and not sched.in_window(N - 201)
     assert not sched.done
 
 
@@ -109,6 +110,7 @@ def test_random_later_fraction():
     starts = np.array([sched.sample_start(rng) for _ in range(10_000)])
     behind = starts > sched.window_end
     assert 0.18 < behind.mean() < 0.22
+    assert not any(sched.in_window(s) for s in starts[behind]) and all(sched.in_window(s) for s in starts[~behind])
     assert starts[behind].max() <= N - 1 and starts.min() >= 1000
     # roughly uniform over the 800 frames behind the window
     assert abs(np.median(starts[behind]) - 1600) < 40
