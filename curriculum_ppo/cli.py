@@ -61,12 +61,23 @@ def cmd_inspect(args) -> int:
     if path.is_dir():
         from curriculum_ppo.run_report import inspect_run
 
-        if args.bin_frames is not None and (args.since is None or args.bin_frames < 1):
-            raise UserError("--bin-frames needs --since and must be >= 1 frame")
+        if args.since is None and (args.bin_frames is not None or args.until or args.starts):
+            raise UserError("--until, --bin-frames and --starts need --since")
+        if args.bin_frames is not None and args.bin_frames < 1:
+            raise UserError("--bin-frames must be >= 1 frame")
+        starts = None
+        if args.starts:
+            try:
+                first, last = (int(x) for x in args.starts.split(":"))
+            except ValueError:
+                raise UserError(f"--starts takes FIRST:LAST (two start frames), got '{args.starts}'") from None
+            starts = (first, last)
 
-        return inspect_run(path, as_json=args.json, since=args.since, bin_frames=args.bin_frames)
-    if args.since or args.bin_frames:
-        raise UserError("--since and --bin-frames apply to a training run directory, not to a demo file")
+        return inspect_run(path, as_json=args.json, since=args.since, until=args.until, bin_frames=args.bin_frames,
+                           starts=starts)
+    if args.since or args.until or args.bin_frames or args.starts:
+        raise UserError("--since, --until, --bin-frames and --starts apply to a training run directory, "
+                        "not to a demo file")
     from curriculum_ppo.demo.inspect import format_summary, summarize, write_demo_png, write_demo_video
     from curriculum_ppo.demo.store import load_demo
 
@@ -132,8 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="CHECKPOINT",
                    help="run dir: also show success by start frame over the episodes between this checkpoint "
                         "(a path, or a name in RUN/checkpoints) and latest.pt")
+    p.add_argument("--until", metavar="CHECKPOINT", help="run dir with --since: the later checkpoint (latest.pt)")
     p.add_argument("--bin-frames", type=int, help="run dir with --since: width of the start-frame ranges "
                                                   "(default: the demo in 20 ranges)")
+    p.add_argument("--starts", metavar="FIRST:LAST",
+                   help="run dir with --since: only these start frames, as one range unless --bin-frames cuts it")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("import-demo", help="import an atari-reset / atari-demo pickle")

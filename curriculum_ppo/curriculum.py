@@ -96,15 +96,17 @@ class CurriculumConfig:
     where ``k`` counts the front episodes that finished after it. ``None``
     weighs all episodes since the last move equally.
 
-    Measured, not assumed (bundled demo, 2026-11-26): with equal weights the
-    run of 2026-11-25 sat at start frame 155 with a front success rate of
-    135 / 2,463 = 5.5%, while the front's last 262 episodes had succeeded
-    127 times (48%); the 2,061 failures from before the agent learned the
-    skull jump outweighed them. Every hard section adds such a lag, and it
-    grows with the time the section took. With a half-life of 64 front
-    episodes, a jump from 0% to 40% crosses the 20% threshold after about 64
-    episodes, while the estimate still rests on ~180 effective episodes (the
-    standard error at 20% is about 3 points).
+    Measured, not assumed (bundled demo, 2026-11-26; ``curriculum-ppo inspect
+    RUN --since A --until B --starts 155:170``): with equal weights a run sat at
+    start frame 155 for 4.2M frames; at 7.58M frames its front (155-170) had
+    succeeded in 4.95% of its 2,443 episodes since the move, while the last
+    212 of them (since 6.76M frames) had succeeded 53% of the time. The
+    failures from before the agent learned the skull jump outweighed
+    everything after. Every hard section adds such a lag, and it grows with
+    the time the section took. With a half-life of 64 front episodes, a jump
+    from 0% to 40% crosses the 20% threshold after about 64 episodes, while the
+    estimate still rests on ~180 effective episodes (standard error at 20%:
+    about 3 points).
     """
 
     decision_front: float = 0.25

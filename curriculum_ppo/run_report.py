@@ -78,33 +78,49 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def success_since(run_dir: Path, since: str, bin_frames: int | None = None) -> dict:
-    """Success by start frame over the episodes between checkpoint ``since`` and ``latest.pt``.
+def _checkpoint_path(run_dir: Path, name: str) -> Path:
+    """A path as given, or else a file name in ``RUN/checkpoints``."""
+    path = Path(name)
+    if not path.exists() and (run_dir / "checkpoints" / name).exists():
+        return run_dir / "checkpoints" / name
+    return path
+
+
+def success_since(run_dir: Path, since: str, until: str | None = None, bin_frames: int | None = None,
+                  starts: tuple[int, int] | None = None) -> dict:
+    """Success by start frame over the episodes between checkpoint ``since`` and ``until`` (default ``latest.pt``).
 
     The only part of ``inspect`` that opens checkpoints (two of them, safely:
-    ``weights_only``). ``since`` is a path or a file name in ``RUN/checkpoints``.
+    ``weights_only``). Checkpoints are paths or file names in ``RUN/checkpoints``.
+    ``starts=(first, last)`` limits the table to those start frames, in one
+    range unless ``bin_frames`` cuts it.
     """
     from curriculum_ppo.curriculum import counts_between
     from curriculum_ppo.train import load_checkpoint, success_by_start_table
 
-    older_path = Path(since)
-    if not older_path.exists() and (run_dir / "checkpoints" / since).exists():
-        older_path = run_dir / "checkpoints" / since
-    newer_path = run_dir / "checkpoints" / "latest.pt"
+    older_path = _checkpoint_path(run_dir, since)
+    newer_path = _checkpoint_path(run_dir, until or "latest.pt")
     older, newer = load_checkpoint(older_path), load_checkpoint(newer_path)
     states = [json.loads(c["scheduler_json"]) if c.get("scheduler_json") else None for c in (older, newer)]
     if states[0] is None or states[1] is None:
         raise UserError(f"--since: {older_path if states[0] is None else newer_path} holds no curriculum "
                         "(a run without a demo)")
-    starts, attempts, successes = counts_between(states[0], states[1])
+    frames, attempts, successes = counts_between(states[0], states[1])
     length = int(states[1]["demo_length"])
-    table = success_by_start_table(starts, attempts, successes, length, bin_frames=bin_frames)
-    table.update({"since": str(older_path), "since_frames": older.get("frames"), "frames": newer.get("frames"),
-                  "start_frame": states[1]["slot"] * states[1]["frame_granularity"]})
+    if starts is None:
+        table = success_by_start_table(frames, attempts, successes, length, bin_frames=bin_frames)
+    else:
+        first, last = starts
+        if not 0 <= first <= last < length:
+            raise UserError(f"--starts {first}:{last} is not a range of start frames in the demo (0..{length - 1})")
+        table = success_by_start_table(frames, attempts, successes, length, bin_frames=bin_frames or last - first + 1,
+                                       first=first, last=last)
+    table.update({"since": str(older_path), "since_frames": older.get("frames"), "until": str(newer_path),
+                  "frames": newer.get("frames"), "start_frame": states[1]["slot"] * states[1]["frame_granularity"]})
     return table
 
 
-def collect(run_dir: str | Path, since: str | None = None, bin_frames: int | None = None) -> dict:
+def collect(run_dir: str | Path, since: str | None = None, **since_options) -> dict:
     """Everything ``inspect`` shows, as a JSON-serialisable dict."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -155,7 +171,7 @@ def collect(run_dir: str | Path, since: str | None = None, bin_frames: int | Non
             "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots,
             "success_by_start": by_start}
     if since is not None:
-        info["success_by_start_since"] = success_since(run_dir, since, bin_frames)
+        info["success_by_start_since"] = success_since(run_dir, since, **since_options)
     return info
 
 
@@ -211,7 +227,7 @@ def format_report(info: dict) -> str:
     since = info.get("success_by_start_since")
     if since is not None:
         lines.append(f"success by start frame between {Path(since['since']).name} "
-                     f"({_num(since.get('since_frames'), '{:,}')} frames) and latest.pt "
+                     f"({_num(since.get('since_frames'), '{:,}')} frames) and {Path(since['until']).name} "
                      f"({_num(since.get('frames'), '{:,}')} frames):")
         lines.extend(_table_lines(since) or ["  no episodes in between"])
     cks = info["checkpoints"]
@@ -236,9 +252,9 @@ def _table_lines(table: dict) -> list[str]:
     return ["  " + " | ".join(cells[i:i + 4]) for i in range(0, len(cells), 4)]
 
 
-def inspect_run(path: str | Path, as_json: bool = False, since: str | None = None,
-                bin_frames: int | None = None) -> int:
-    info = collect(path, since=since, bin_frames=bin_frames)
+def inspect_run(path: str | Path, as_json: bool = False, since: str | None = None, **since_options) -> int:
+    """Print the run's report; ``since_options`` go to :func:`success_since` (``until``, ``bin_frames``, ``starts``)."""
+    info = collect(path, since=since, **since_options)
     if as_json:
         print(json.dumps(info, indent=2))
     else:

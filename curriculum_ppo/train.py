@@ -132,17 +132,19 @@ def pick_device(name: str) -> torch.device:
 
 
 def success_by_start_table(starts: np.ndarray, attempts: np.ndarray, successes: np.ndarray, demo_length: int,
-                           bins: int = 20, bin_frames: int | None = None) -> dict:
-    """Episodes and success rate per range of start frames (``bins`` equal ranges of the demo,
-    or ranges of ``bin_frames`` frames).
+                           bins: int = 20, bin_frames: int | None = None, first: int = 0,
+                           last: int | None = None) -> dict:
+    """Episodes and success rate per range of start frames: ``bins`` equal ranges of the demo,
+    or ranges of ``bin_frames`` frames from ``first`` to ``last`` (default: the whole demo).
 
     Shows *where* along the demo the agent fails, which the single front-of-window
     rate in metrics.jsonl cannot: the hard segment is usually a few dozen frames long.
     """
-    width = bin_frames if bin_frames else max(1, -(-demo_length // bins))
+    end = demo_length if last is None else min(demo_length, last + 1)
+    width = bin_frames if bin_frames else max(1, -(-(end - first) // bins))
     rows = []
-    for lo in range(0, demo_length, width):
-        hi = min(demo_length, lo + width)
+    for lo in range(first, end, width):
+        hi = min(end, lo + width)
         inside = (starts >= lo) & (starts < hi)
         n = float(attempts[inside].sum())
         rows.append({"first": lo, "last": hi - 1, "episodes": int(round(n)),

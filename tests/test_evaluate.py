@@ -316,11 +316,22 @@ def test_inspect_since_shows_only_the_episodes_between_two_checkpoints(capsys, r
 
     rc, out, err = cli(capsys, "inspect", run, "--since", "latest.pt")
     assert rc == 0 and "no episodes in between" in out, err
+    # --until picks the later checkpoint; --starts sums a range of start frames into one row.
+    rc, out, err = cli(capsys, "inspect", run, "--since", "older.pt", "--until", "latest.pt",
+                       "--starts", f"{first}:{min(first + 5, 634)}", "--json")
+    assert rc == 0, err
+    table = json.loads(out)["success_by_start_since"]
+    assert [(b["first"], b["last"], b["episodes"]) for b in table["bins"]] == [(first, min(first + 5, 634), int(removed[0]))]
+    rc, out, err = cli(capsys, "inspect", run, "--since", "latest.pt", "--until", "older.pt")
+    assert rc == 2 and "more episodes than the newer one" in err
+    fails(capsys, "inspect", run, "--since", "older.pt", "--starts", "600:700", match="is not a range of start")
+    fails(capsys, "inspect", run, "--since", "older.pt", "--starts", "7", match="--starts takes FIRST:LAST")
 
     # Bad input: the checkpoints in the wrong order, a missing one, --bin-frames alone or on a demo.
     shutil.copy(run / "checkpoints" / "latest.pt", run / "newer.pt")
     shutil.copy(run / "checkpoints" / "older.pt", run / "checkpoints" / "latest.pt")
     fails(capsys, "inspect", run, "--since", run / "newer.pt", match="has more episodes than the newer one")
     fails(capsys, "inspect", run, "--since", "nope.pt", match="checkpoint not found")
-    fails(capsys, "inspect", run, "--bin-frames", "4", match="--bin-frames needs --since")
+    fails(capsys, "inspect", run, "--bin-frames", "4", match="need --since")
+    fails(capsys, "inspect", run, "--since", "older.pt", "--bin-frames", "0", match="--bin-frames must be >= 1")
     fails(capsys, "inspect", DEMO, "--since", "x.pt", match="apply to a training run directory")
