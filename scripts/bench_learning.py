@@ -13,6 +13,7 @@ Writes JSON (updated every ``--report-every`` seconds while training, so a long
 run can be watched) and a PNG (curriculum progress + scores).
 
 Usage: python scripts/bench_learning.py [--frames 10000000] [--minutes 60] [--baseline-minutes M]
+       [--out-dir RUNS] [--json REPORT.json]
 """
 
 from __future__ import annotations
@@ -105,10 +106,13 @@ def main() -> None:
                         help="do not train the curriculum run again: reuse its run dir and evaluation "
                              "(to run the baseline later, e.g. after benchmarks that need a quiet machine)")
     parser.add_argument("--report-every", type=float, default=60.0)
+    parser.add_argument("--json", default=str(RESULTS / "bench_learning.json"),
+                        help="report path; the PNG goes next to it with the same name")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = RESULTS / "bench_learning.json", RESULTS / "bench_learning.png"
+    json_path = Path(args.json)
+    png_path = json_path.with_suffix(".png")
     demo_return = 400.0
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpus": os.cpu_count(), "command": " ".join(sys.argv), "demo": str(DEMO.relative_to(ROOT)),
