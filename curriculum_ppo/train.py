@@ -67,6 +67,9 @@ class TrainConfig:
     next actions of another (see ``EnvPool``). Pays off when env stepping is the bottleneck."""
     learner_steps_envs: bool = False
     """The learner process steps one worker's share of the envs itself (one process fewer)."""
+    groups_by_worker: bool = False
+    """With env groups: each group lives in one worker, so workers do not wait for each other
+    (see ``EnvPool``); ``env_groups`` must be a multiple of the workers."""
     num_steps: int = 128
     seed: int = 1
     device: str = "auto"
@@ -219,7 +222,8 @@ class Trainer:
         self.rng = np.random.default_rng(rank_seed)
 
         self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100,
-                              num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs)
+                              num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs,
+                              groups_by_worker=config.groups_by_worker)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
                                           recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
         self.policy = build_policy(self.policy_config).to(self.device)

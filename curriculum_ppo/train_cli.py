@@ -17,6 +17,7 @@ from curriculum_ppo.errors import UserError
 KNOBS = {
     "frames": (None, "total_frames"), "num_envs": (None, "num_envs"), "workers": (None, "num_workers"),
     "env_groups": (None, "env_groups"), "learner_steps_envs": (None, "learner_steps_envs"),
+    "groups_by_worker": (None, "groups_by_worker"),
     "steps": (None, "num_steps"), "seed": (None, "seed"), "device": (None, "device"),
     "arch": (None, "arch"), "recurrent": (None, "recurrent"), "threads": (None, "torch_threads"),
     "status_every": (None, "status_every"), "minutes": (None, "max_seconds"),
@@ -35,6 +36,7 @@ KNOBS = {
     "explore_fraction": ("explore", "fraction"),
 }
 RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
+           "groups_by_worker",
            "status_every", "threads", "checkpoint_every"}
 
 
@@ -59,6 +61,9 @@ def add_train_parser(sub) -> None:
                         "next actions of another (default 1; 2 pays off when env stepping is the bottleneck)")
     g.add_argument("--learner-steps-envs", action="store_true", default=None,
                    help="the learner process steps one worker's share of the envs itself (one process fewer)")
+    g.add_argument("--groups-by-worker", action="store_true", default=None,
+                   help="with --env-groups: each group lives in one worker, so workers never wait for each "
+                        "other (--env-groups must be a multiple of --workers)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -184,6 +189,13 @@ def _validate(config) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if config.groups_by_worker:
+        import os
+
+        workers = min(config.num_envs, config.num_workers or os.cpu_count() or 1)
+        if config.num_workers == 0 or config.env_groups % workers:
+            raise UserError(f"--groups-by-worker needs --env-groups to be a multiple of the {workers} env workers "
+                            f"(got --env-groups {config.env_groups}{', --workers 0' if config.num_workers == 0 else ''})")
 
 
 def _read_json(path: Path) -> dict:

@@ -239,6 +239,13 @@ class EnvPool:
     round trip are done). ``step(actions)`` without a group still steps every
     env.
 
+    With ``groups_by_worker`` each group lives in one worker (group g in
+    worker ``g % num_workers``) instead of being spread over all of them, and
+    a group's step messages only its own worker: the workers no longer wait
+    for each other at every step (the slowest worker, say the one restoring a
+    demo state, set the pace of the whole batch), as in envpool's
+    asynchronous mode. Needs ``num_groups`` to be a multiple of the workers.
+
     With ``learner_is_worker`` the calling process is worker 0: it steps its
     share of the envs itself inside ``step_wait``/``reset`` while the
     ``num_workers - 1`` worker processes step theirs. On a machine with as
@@ -248,8 +255,11 @@ class EnvPool:
 
     def __init__(self, spec: EnvSpec, num_envs: int, num_workers: int | None = None, seed: int = 0,
                  start_method: str = "spawn", timeout: float = 120.0, num_groups: int = 1,
-                 learner_is_worker: bool = False):
+                 learner_is_worker: bool = False, groups_by_worker: bool = False):
         num_workers = min(num_envs, num_workers or os.cpu_count() or 1)
+        if groups_by_worker and num_groups % num_workers:
+            raise UserError(f"env groups by worker need a multiple of the {num_workers} workers as groups, "
+                            f"got {num_groups}")
         self.spec, self.num_envs, self.num_workers, self.timeout = spec, num_envs, num_workers, timeout
         self.group_slices = group_slices(num_envs, num_groups)
         self.num_groups = num_groups
@@ -261,12 +271,19 @@ class EnvPool:
         for key in _Shared.FIELDS:
             setattr(self, key, a[key])
         self.next_start[:] = REAL_START
-        # Worker w owns the w-th share of every group.
+        # worker_groups[w][g]: the env slice of group g that worker w steps (possibly empty). By default
+        # worker w owns the w-th share of every group; by worker, group g belongs to one worker.
         self.worker_groups: list[list[tuple[int, int]]] = [[] for _ in range(num_workers)]
-        for g in self.group_slices:
+        for index, g in enumerate(self.group_slices):
+            if groups_by_worker:
+                owner = index % num_workers
+                for w in range(num_workers):
+                    self.worker_groups[w].append((g.start, g.stop) if w == owner else (g.start, g.start))
+                continue
             bounds = np.linspace(g.start, g.stop, num_workers + 1).astype(int)
             for w in range(num_workers):
                 self.worker_groups[w].append((int(bounds[w]), int(bounds[w + 1])))
+        self._in_flight: list[list[int]] = []  # per started step, oldest first: the processes it messaged
         ctx = mp.get_context(start_method)
         self.processes, self.conns = [], []
         self._closed = False
@@ -303,8 +320,9 @@ class EnvPool:
         envs = ", ".join(f"{lo}..{hi - 1}" for lo, hi in self.worker_groups[w] if hi > lo)
         return f"env worker {w} (pid {self.processes[k].pid}, envs {envs})"
 
-    def _collect(self, expect: str = "ok") -> list[dict]:
-        pending = dict(enumerate(self.conns))
+    def _collect(self, expect: str = "ok", processes: list[int] | None = None) -> list[dict]:
+        """Wait for one answer from each of ``processes`` (indices into ``self.conns``; default: all)."""
+        pending = {k: self.conns[k] for k in (range(len(self.conns)) if processes is None else processes)}
         episodes: list[dict] = []
         sentinels = {p.sentinel: w for w, p in enumerate(self.processes)}
         while pending:
@@ -332,12 +350,16 @@ class EnvPool:
                 pending.pop(w, None)
         return episodes
 
-    def _send(self, command: str, group: int | None = None) -> None:
-        for w, conn in enumerate(self.conns):
+    def _send(self, command: str, group: int | None = None) -> list[int]:
+        """Send ``command`` to the worker processes with envs in ``group`` (all for None); return their indices."""
+        targets = [k for k, w in enumerate(self._remote)
+                   if group is None or self.worker_groups[w][group][1] > self.worker_groups[w][group][0]]
+        for k in targets:
             try:
-                conn.send((command, group))
+                self.conns[k].send((command, group))
             except (BrokenPipeError, OSError):
-                raise WorkerError(f"{self._describe(w)} died (exit code {self._exit_code(w)})") from None
+                raise WorkerError(f"{self._describe(k)} died (exit code {self._exit_code(k)})") from None
+        return targets
 
     def reset(self) -> np.ndarray:
         self._send("reset")
@@ -349,13 +371,13 @@ class EnvPool:
         """Start stepping every env (``group=None``, ``actions`` for all) or one group (its actions only)."""
         self._order.started(group)
         self.actions[slice(None) if group is None else self.group_slices[group]] = actions
-        self._send("step", group)
+        self._in_flight.append(self._send("step", group))
 
     def step_wait(self, group: int | None = None) -> list[dict]:
         """Finish the oldest started step: this process's own envs first (if it is a worker), then the others'."""
         self._order.finished(group)
         episodes = _step_groups(self.local, group, self.shared.arrays)
-        return episodes + self._collect()
+        return episodes + self._collect(processes=self._in_flight.pop(0))
 
     def step(self, actions, group: int | None = None) -> list[dict]:
         self.step_async(actions, group)
@@ -462,8 +484,9 @@ class InProcessEnvPool:
 
 
 def make_pool(spec: EnvSpec, num_envs: int, num_workers: int | None, seed: int = 0, num_groups: int = 1,
-              learner_is_worker: bool = False):
+              learner_is_worker: bool = False, groups_by_worker: bool = False):
     """``num_workers=0`` steps the envs in this process; otherwise worker processes."""
     if num_workers == 0:
         return InProcessEnvPool(spec, num_envs, seed, num_groups)
-    return EnvPool(spec, num_envs, num_workers, seed, num_groups=num_groups, learner_is_worker=learner_is_worker)
+    return EnvPool(spec, num_envs, num_workers, seed, num_groups=num_groups, learner_is_worker=learner_is_worker,
+                   groups_by_worker=groups_by_worker)

@@ -31,7 +31,13 @@ a new start after every life loss.
   around it (no learner process, no messages): separates what the env
   costs from what the pool's step handshake costs;
 * ``env_pool_learner_worker``: the pool with the learner process stepping
-  worker 0's envs (``train --learner-steps-envs``), one process fewer.
+  worker 0's envs (``train --learner-steps-envs``), one process fewer;
+* ``env_pool_groups_by_worker``: one env group per worker, each group living
+  in its worker alone (``train --env-groups W --groups-by-worker``): workers
+  never wait for each other, only for the learner's answer to their own group;
+* ``env_pool_learner_worker_groups_by_worker``: both: the learner process
+  steps group 0 itself while worker 1 steps group 1 (no barrier, no third
+  process).
 
 Usage: python scripts/bench_envs.py [--seconds 3] [--rounds 15] [--envs 8] [--json OUT]
 """
@@ -205,7 +211,8 @@ def _driver(step, num_envs):
     return run
 
 
-def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
+def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False,
+                    by_worker: bool = False):
     """An EnvPool (closed by ``stack``) whose envs start where a fresh curriculum puts them, as in training.
 
     Returns ``(pool, restart)``: pass each step's finished episodes to ``restart(episodes)`` to choose
@@ -215,7 +222,7 @@ def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int =
 
     draw = _starts(num_envs, seed=1)
     pool = stack.enter_context(EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers, num_groups=groups,
-                                       learner_is_worker=learner_is_worker))
+                                       learner_is_worker=learner_is_worker, groups_by_worker=by_worker))
     pool.next_start[:] = [draw(i) for i in range(num_envs)]
     pool.reset()
     pool.next_start[:] = [draw(i) for i in range(num_envs)]
@@ -226,8 +233,9 @@ def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int =
     return pool, restart
 
 
-def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False):
-    pool, restart = curriculum_pool(num_envs, workers, stack, groups, learner_is_worker)
+def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False,
+             by_worker: bool = False):
+    pool, restart = curriculum_pool(num_envs, workers, stack, groups, learner_is_worker, by_worker)
     rng = np.random.default_rng(0)
     if groups == 1:
         return _driver(lambda actions: restart(pool.step(actions)), num_envs)
@@ -290,11 +298,11 @@ def summarize(rounds: dict[str, list[float]]) -> dict:
 
 
 def report(out: dict) -> None:
-    print(f"{'contender':<34} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11} {'(range)':>12}"
+    print(f"{'contender':<42} {'agent steps/s':>14} {'frames/s':>10} {'vs raw ALE':>11} {'(range)':>12}"
           f"   medians of {out['rounds']} rounds")
     for name, sps in out["agent_steps_per_s"].items():
         lo, hi = out["ratio_vs_raw_ale_range"][name]
-        print(f"{name:<34} {sps:>14.0f} {4 * sps:>10.0f} {out['ratio_vs_raw_ale'][name]:>10.0%} "
+        print(f"{name:<42} {sps:>14.0f} {4 * sps:>10.0f} {out['ratio_vs_raw_ale'][name]:>10.0%} "
               f"{f'{lo:.0%}-{hi:.0%}':>12}")
 
 
@@ -328,7 +336,12 @@ def main() -> None:
                       "env_pool_2_groups": env_pool(args.envs, args.workers, stack, groups=2),
                       "env_pool_learner_worker": env_pool(args.envs, args.workers, stack, learner_is_worker=True),
                       "env_pool_learner_worker_2_groups": env_pool(args.envs, args.workers, stack, groups=2,
-                                                                   learner_is_worker=True)}
+                                                                   learner_is_worker=True),
+                      "env_pool_groups_by_worker": env_pool(args.envs, args.workers, stack, groups=args.workers,
+                                                            by_worker=True),
+                      "env_pool_learner_worker_groups_by_worker": env_pool(
+                          args.envs, args.workers, stack, groups=args.workers, learner_is_worker=True,
+                          by_worker=True)}
         if not args.skip_gym:
             contenders["gym_async"] = gym_async(args.envs, stack)
         contenders["atari_env_no_pool"] = loops(args.workers, args.envs, stack, target=_atari_env_worker)

@@ -232,10 +232,11 @@ def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, 
         assert torch.allclose(hidden_one, hidden_two, atol=1e-5)
 
 
-def test_pipelined_groups_with_the_learner_as_a_worker_train_end_to_end(tmp_path):
-    """The whole loop (rollouts overlapped with updates, checkpoints) with both pool options on."""
+@pytest.mark.parametrize("by_worker", [False, True], ids=["spread", "by-worker"])
+def test_pipelined_groups_with_the_learner_as_a_worker_train_end_to_end(tmp_path, by_worker):
+    """The whole loop (rollouts overlapped with updates, checkpoints) with the pool options on."""
     config = TrainConfig(demo=DEMO, total_frames=2 * 4 * 16 * 4, num_envs=4, num_workers=2, num_steps=16,
-                         env_groups=2, learner_steps_envs=True, status_every=1e9)
+                         env_groups=2, learner_steps_envs=True, groups_by_worker=by_worker, status_every=1e9)
     config.ppo.num_minibatches = 2
     trainer = Trainer(config, tmp_path / "run", quiet=True)
     assert len(trainer.pool.processes) == 1
@@ -247,6 +248,9 @@ def test_env_groups_must_fit_the_envs(tmp_path):
     for value in ("0", "3"):
         result = cli("train", "--run-dir", str(tmp_path / "r"), "--env-groups", value, *TINY)
         assert result.returncode == 2 and "--env-groups must be in 1..--num-envs" in result.stderr
+    for extra in (["--workers", "2", "--env-groups", "1"], ["--env-groups", "2"]):  # TINY has --workers 0
+        result = cli("train", "--run-dir", str(tmp_path / "r"), *TINY, "--groups-by-worker", *extra)
+        assert result.returncode == 2 and "--groups-by-worker needs --env-groups to be a multiple" in result.stderr
     assert not (tmp_path / "r").exists()
 
 

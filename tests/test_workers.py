@@ -38,21 +38,27 @@ def _play(pool, actions_per_step, starts, grouped: bool):
     return record
 
 
-@pytest.mark.parametrize("groups,learner_is_worker", [(2, False), (1, True), (2, True)],
-                         ids=["2-groups", "learner-is-worker", "both"])
-def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker):
-    """Same seeds, starts and actions: a pool with 2 groups in flight and/or the learner process
-    stepping worker 0's envs publishes the same observations, rewards and episode ends as the plain
-    pool, step for step (ALE is deterministic without sticky actions), autoresets included."""
+@pytest.mark.parametrize("groups,learner_is_worker,by_worker",
+                         [(2, False, False), (1, True, False), (2, True, False), (2, False, True), (2, True, True)],
+                         ids=["2-groups", "learner-is-worker", "both", "groups-by-worker", "by-worker-learner"])
+def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker, by_worker):
+    """Same seeds, starts and actions: a pool with 2 groups in flight (spread over the workers or one
+    per worker) and/or the learner process stepping worker 0's envs publishes the same observations,
+    rewards and episode ends as the plain pool, step for step (ALE is deterministic without sticky
+    actions), autoresets included."""
     spec = EnvSpec(demo_path=str(bundled_demo_path))
     starts = np.array([250, 400, 560, 620])
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 18, size=(60, 4))
     with EnvPool(spec, 4, num_workers=2, seed=5) as one, \
-            EnvPool(spec, 4, num_workers=2, seed=5, num_groups=groups, learner_is_worker=learner_is_worker) as two:
+            EnvPool(spec, 4, num_workers=2, seed=5, num_groups=groups, learner_is_worker=learner_is_worker,
+                    groups_by_worker=by_worker) as two:
         if groups == 2:
             assert [(s.start, s.stop) for s in two.group_slices] == [(0, 2), (2, 4)]
-            assert two.worker_groups == [[(0, 1), (2, 3)], [(1, 2), (3, 4)]]  # each group over both workers
+            if by_worker:  # group g lives in worker g alone
+                assert two.worker_groups == [[(0, 2), (2, 2)], [(0, 0), (2, 4)]]
+            else:  # each group over both workers
+                assert two.worker_groups == [[(0, 1), (2, 3)], [(1, 2), (3, 4)]]
         assert len(two.processes) == (1 if learner_is_worker else 2)
         a = _play(one, actions, starts, grouped=False)
         b = _play(two, actions, starts, grouped=groups > 1)
@@ -91,3 +97,26 @@ def test_a_dead_worker_is_named_when_the_learner_is_worker_0(bundled_demo_path):
         victim.join()
         with pytest.raises(WorkerError, match=r"env worker 1 \(pid \d+, envs 2\.\.3\) died"):
             pool.step(np.zeros(4, int))
+
+
+def test_groups_by_worker_need_a_multiple_of_the_workers(bundled_demo_path):
+    with pytest.raises(UserError, match="need a multiple of the 2 workers as groups, got 3"):
+        EnvPool(EnvSpec(demo_path=str(bundled_demo_path)), 6, num_workers=2, num_groups=3, groups_by_worker=True)
+
+
+def test_a_dead_worker_is_named_when_groups_are_by_worker(bundled_demo_path):
+    """Only the owner of a group is messaged: with worker 1 dead, group 0 (worker 0's) still steps,
+    and group 1's step reports the dead worker by name instead of hanging."""
+    spec = EnvSpec(demo_path=str(bundled_demo_path))
+    with EnvPool(spec, 4, num_workers=2, seed=0, num_groups=2, groups_by_worker=True) as pool:
+        pool.next_start[:] = 600
+        pool.reset()
+        victim = pool.processes[1]
+        victim.kill()
+        victim.join()
+        before = pool.obs[:2].copy()
+        for _ in range(3):
+            pool.step(np.full(2, 3), group=0)  # RIGHT: the picture changes
+        assert not np.array_equal(pool.obs[:2], before)
+        with pytest.raises(WorkerError, match=r"env worker 1 \(pid \d+, envs 2\.\.3\) died"):
+            pool.step(np.zeros(2, int), group=1)
