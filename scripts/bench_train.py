@@ -149,14 +149,15 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
 
 
 def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None,
-                  env_groups=1, learner_steps_envs=False):
+                  env_groups=1, learner_steps_envs=False, groups_by_worker=False):
     from curriculum_ppo.train import Trainer, TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
                              num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
                              latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile,
-                             torch_threads=threads, env_groups=env_groups, learner_steps_envs=learner_steps_envs)
+                             torch_threads=threads, env_groups=env_groups, learner_steps_envs=learner_steps_envs,
+                             groups_by_worker=groups_by_worker)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -179,7 +180,8 @@ def main() -> None:
     parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
                         help="also measure the Trainer with these torch thread counts (default: torch's choice)")
     parser.add_argument("--pool-variants", action="store_true",
-                        help="also measure the Trainer with --env-groups 2 and with --learner-steps-envs")
+                        help="also measure the Trainer with --env-groups 2, --learner-steps-envs and "
+                             "--env-groups WORKERS --groups-by-worker")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     from curriculum_ppo.train import pick_device
@@ -204,7 +206,8 @@ def main() -> None:
                                                               args.workers, args.arch, compile=args.compile, threads=n)
         torch.set_num_threads(torch_default_threads)
     if args.pool_variants:
-        for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True})):
+        for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
+                             ("groups_by_worker", {"env_groups": args.workers, "groups_by_worker": True})):
             rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, **kwargs)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
