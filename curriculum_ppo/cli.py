@@ -75,7 +75,7 @@ def cmd_inspect(args) -> int:
 
         return inspect_run(path, as_json=args.json, since=args.since, until=args.until, bin_frames=args.bin_frames,
                            starts=starts)
-    if args.since or args.until or args.bin_frames or args.starts:
+    if args.since or args.until or args.bin_frames is not None or args.starts:
         raise UserError("--since, --until, --bin-frames and --starts apply to a training run directory, "
                         "not to a demo file")
     from curriculum_ppo.demo.inspect import format_summary, summarize, write_demo_png, write_demo_video

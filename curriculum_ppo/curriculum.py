@@ -93,8 +93,11 @@ class CurriculumConfig:
     """Memory of the move-back decision, in episodes started in the window's front.
 
     The front's success rate weighs every episode by ``0.5 ** (k / front_half_life)``,
-    where ``k`` counts the front episodes that finished after it. ``None``
-    weighs all episodes since the last move equally.
+    where ``k`` counts the front episodes folded in by later :meth:`update`
+    calls (episodes of one update share a weight, so the memory cannot be
+    shorter than one update's batch of front episodes). ``None`` (or 0) weighs
+    all episodes since the last move equally. A run resumed from a config
+    written before this option existed gets the default.
 
     Measured, not assumed (bundled demo, 2026-11-26; ``curriculum-ppo inspect
     RUN --since A --until B --starts 155:170``): with equal weights a run sat at
@@ -106,7 +109,11 @@ class CurriculumConfig:
     the time the section took. With a half-life of 64 front episodes, a jump
     from 0% to 40% crosses the 20% threshold after about 64 episodes, while the
     estimate still rests on ~180 effective episodes (standard error at 20%:
-    about 3 points).
+    about 3 points). The price: the rule is now tested again after every
+    update on a moving estimate, so a front that truly succeeds 15-17% of the
+    time will cross 20% by chance sooner or later. The threshold is a rough
+    dial anyway, and a move back that came too early keeps the old front in
+    the back half of the window.
     """
 
     decision_front: float = 0.25
@@ -146,8 +153,11 @@ class CurriculumConfig:
             raise UserError(
                 f"collapse min episodes ({self.collapse_min_episodes}) must be >= min episodes ({self.min_episodes})"
             )
+        if self.front_half_life == 0:
+            self.front_half_life = None  # as on the command line: 0 = no forgetting
         if self.front_half_life is not None and not self.front_half_life > 0:
-            raise UserError(f"front half-life must be > 0 episodes (or None), got {self.front_half_life}")
+            raise UserError(f"front half-life must be > 0 episodes (0 or None: no forgetting), "
+                            f"got {self.front_half_life}")
         if self.max_window_episodes is not None and self.max_window_episodes < 2 * self.collapse_min_episodes:
             # After halving, the count is only guaranteed to be above max/2.
             raise UserError(

@@ -79,10 +79,16 @@ def _age(seconds: float) -> str:
 
 
 def _checkpoint_path(run_dir: Path, name: str) -> Path:
-    """A path as given, or else a file name in ``RUN/checkpoints``."""
+    """A bare file name is looked up in ``RUN/checkpoints`` (never in the current directory, which may
+    hold another run's checkpoints); anything with a directory part is a path as given."""
     path = Path(name)
-    if not path.exists() and (run_dir / "checkpoints" / name).exists():
-        return run_dir / "checkpoints" / name
+    if path.parent == Path("."):
+        inside = run_dir / "checkpoints" / name
+        if not inside.exists():
+            raise UserError(f"checkpoint not found: {inside}")
+        return inside
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
     return path
 
 

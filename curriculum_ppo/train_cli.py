@@ -36,7 +36,7 @@ KNOBS = {
     "explore_fraction": ("explore", "fraction"),
 }
 RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
-           "groups_by_worker",
+           "groups_by_worker", "front_half_life",
            "status_every", "threads", "checkpoint_every"}
 
 
@@ -62,8 +62,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--learner-steps-envs", action="store_true", default=None,
                    help="the learner process steps one worker's share of the envs itself (one process fewer)")
     g.add_argument("--groups-by-worker", action="store_true", default=None,
-                   help="with --env-groups: each group lives in one worker, so workers never wait for each "
-                        "other (--env-groups must be a multiple of --workers)")
+                   help="with --env-groups: each group lives in one worker, so there is no per-step barrier "
+                        "across workers (--env-groups must be a multiple of --workers)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -192,10 +192,12 @@ def _validate(config) -> None:
     if config.groups_by_worker:
         import os
 
+        if config.num_workers == 0:
+            raise UserError("--groups-by-worker needs env worker processes (got --workers 0)")
         workers = min(config.num_envs, config.num_workers or os.cpu_count() or 1)
-        if config.num_workers == 0 or config.env_groups % workers:
+        if config.env_groups % workers:
             raise UserError(f"--groups-by-worker needs --env-groups to be a multiple of the {workers} env workers "
-                            f"(got --env-groups {config.env_groups}{', --workers 0' if config.num_workers == 0 else ''})")
+                            f"(got --env-groups {config.env_groups})")
 
 
 def _read_json(path: Path) -> dict:

@@ -241,10 +241,13 @@ class EnvPool:
 
     With ``groups_by_worker`` each group lives in one worker (group g in
     worker ``g % num_workers``) instead of being spread over all of them, and
-    a group's step messages only its own worker: the workers no longer wait
-    for each other at every step (the slowest worker, say the one restoring a
-    demo state, set the pace of the whole batch), as in envpool's
-    asynchronous mode. Needs ``num_groups`` to be a multiple of the workers.
+    a group's step messages only its own worker. There is no per-step
+    barrier across workers any more (with spread groups the slowest worker,
+    say the one restoring a demo state, sets the pace of every group's step);
+    groups are still waited for in a fixed order, so a slow worker can hold
+    the learner up, and with ``2 x num_workers`` groups each worker has a
+    second step queued while it waits. Needs ``num_groups`` to be a multiple
+    of the workers.
 
     With ``learner_is_worker`` the calling process is worker 0: it steps its
     share of the envs itself inside ``step_wait``/``reset`` while the
@@ -324,9 +327,12 @@ class EnvPool:
         """Wait for one answer from each of ``processes`` (indices into ``self.conns``; default: all)."""
         pending = {k: self.conns[k] for k in (range(len(self.conns)) if processes is None else processes)}
         episodes: list[dict] = []
-        sentinels = {p.sentinel: w for w, p in enumerate(self.processes)}
+        # Watch only the processes still owed an answer: a dead worker that is not (or no longer)
+        # waited for would otherwise wake every wait() at once and spin this loop.
+        sentinels = {self.processes[k].sentinel: k for k in pending}
         while pending:
-            ready = wait(list(pending.values()) + list(sentinels), timeout=self.timeout)
+            ready = wait(list(pending.values()) + [s for s, k in sentinels.items() if k in pending],
+                         timeout=self.timeout)
             if not ready:
                 raise WorkerError(f"{self._describe(next(iter(pending)))} did not answer within {self.timeout:.0f} s")
             for obj in ready:
@@ -362,6 +368,8 @@ class EnvPool:
         return targets
 
     def reset(self) -> np.ndarray:
+        if self._in_flight:
+            raise RuntimeError("reset() while env steps are in flight: wait for them first")
         self._send("reset")
         _reset_groups(self.local, self.shared.arrays)
         self._collect()
@@ -371,13 +379,18 @@ class EnvPool:
         """Start stepping every env (``group=None``, ``actions`` for all) or one group (its actions only)."""
         self._order.started(group)
         self.actions[slice(None) if group is None else self.group_slices[group]] = actions
-        self._in_flight.append(self._send("step", group))
+        try:
+            self._in_flight.append(self._send("step", group))
+        except WorkerError:
+            self._in_flight.append([])  # keep the two queues aligned; the pool is unusable anyway
+            raise
 
     def step_wait(self, group: int | None = None) -> list[dict]:
         """Finish the oldest started step: this process's own envs first (if it is a worker), then the others'."""
         self._order.finished(group)
+        processes = self._in_flight.pop(0)  # popped with the group order, so the two never drift apart
         episodes = _step_groups(self.local, group, self.shared.arrays)
-        return episodes + self._collect(processes=self._in_flight.pop(0))
+        return episodes + self._collect(processes=processes)
 
     def step(self, actions, group: int | None = None) -> list[dict]:
         self.step_async(actions, group)

@@ -34,7 +34,7 @@ a new start after every life loss.
   worker 0's envs (``train --learner-steps-envs``), one process fewer;
 * ``env_pool_groups_by_worker``: one env group per worker, each group living
   in its worker alone (``train --env-groups W --groups-by-worker``): workers
-  never wait for each other, only for the learner's answer to their own group;
+  no longer meet at a barrier after every step (groups are still waited for in order);
 * ``env_pool_learner_worker_groups_by_worker``: both: the learner process
   steps group 0 itself while worker 1 steps group 1 (no barrier, no third
   process).
@@ -337,10 +337,10 @@ def main() -> None:
                       "env_pool_learner_worker": env_pool(args.envs, args.workers, stack, learner_is_worker=True),
                       "env_pool_learner_worker_2_groups": env_pool(args.envs, args.workers, stack, groups=2,
                                                                    learner_is_worker=True),
-                      "env_pool_groups_by_worker": env_pool(args.envs, args.workers, stack, groups=args.workers,
+                      "env_pool_groups_by_worker": env_pool(args.envs, args.workers, stack, groups=min(args.workers, args.envs),
                                                             by_worker=True),
                       "env_pool_learner_worker_groups_by_worker": env_pool(
-                          args.envs, args.workers, stack, groups=args.workers, learner_is_worker=True,
+                          args.envs, args.workers, stack, groups=min(args.workers, args.envs), learner_is_worker=True,
                           by_worker=True)}
         if not args.skip_gym:
             contenders["gym_async"] = gym_async(args.envs, stack)

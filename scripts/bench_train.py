@@ -207,7 +207,7 @@ def main() -> None:
         torch.set_num_threads(torch_default_threads)
     if args.pool_variants:
         for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
-                             ("groups_by_worker", {"env_groups": args.workers, "groups_by_worker": True})):
+                             ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True})):
             rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, **kwargs)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

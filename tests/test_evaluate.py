@@ -331,7 +331,7 @@ def test_inspect_since_shows_only_the_episodes_between_two_checkpoints(capsys, r
     shutil.copy(run / "checkpoints" / "latest.pt", run / "newer.pt")
     shutil.copy(run / "checkpoints" / "older.pt", run / "checkpoints" / "latest.pt")
     fails(capsys, "inspect", run, "--since", run / "newer.pt", match="has more episodes than the newer one")
-    fails(capsys, "inspect", run, "--since", "nope.pt", match="checkpoint not found")
+    fails(capsys, "inspect", run, "--since", "nope.pt", match=f"checkpoint not found: {run / 'checkpoints' / 'nope.pt'}")
     fails(capsys, "inspect", run, "--bin-frames", "4", match="need --since")
     fails(capsys, "inspect", run, "--since", "older.pt", "--bin-frames", "0", match="--bin-frames must be >= 1")
     fails(capsys, "inspect", DEMO, "--since", "x.pt", match="apply to a training run directory")

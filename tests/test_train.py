@@ -248,9 +248,10 @@ def test_env_groups_must_fit_the_envs(tmp_path):
     for value in ("0", "3"):
         result = cli("train", "--run-dir", str(tmp_path / "r"), "--env-groups", value, *TINY)
         assert result.returncode == 2 and "--env-groups must be in 1..--num-envs" in result.stderr
-    for extra in (["--workers", "2", "--env-groups", "1"], ["--env-groups", "2"]):  # TINY has --workers 0
+    for extra, message in ((["--workers", "2", "--env-groups", "1"], "needs --env-groups to be a multiple of the 2"),
+                           (["--env-groups", "2"], "needs env worker processes (got --workers 0)")):  # TINY: --workers 0
         result = cli("train", "--run-dir", str(tmp_path / "r"), *TINY, "--groups-by-worker", *extra)
-        assert result.returncode == 2 and "--groups-by-worker needs --env-groups to be a multiple" in result.stderr
+        assert result.returncode == 2 and f"--groups-by-worker {message}" in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()
 
 
@@ -262,3 +263,20 @@ def test_explore_and_memory_knobs_are_validated(tmp_path):
         result = cli("train", "--run-dir", str(tmp_path / "r"), flag, value, *TINY)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_pool_and_memory_flags_reach_the_config(tmp_path):
+    """The parser and build_config accept --groups-by-worker and map --front-half-life 0 to 'no forgetting'."""
+    import argparse
+
+    from curriculum_ppo.train_cli import add_train_parser, build_config
+
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    base = ["train", "--run-dir", str(tmp_path / "r"), "--workers", "2", "--num-envs", "4"]
+    config = build_config(parser.parse_args(base + ["--env-groups", "2", "--groups-by-worker",
+                                                    "--front-half-life", "0"]))
+    assert config.groups_by_worker and config.env_groups == 2 and config.curriculum.front_half_life is None
+    config = build_config(parser.parse_args(base + ["--front-half-life", "32"]))
+    assert not config.groups_by_worker and config.curriculum.front_half_life == 32.0
+    assert TrainConfig().curriculum.front_half_life == 64.0 and not TrainConfig().groups_by_worker

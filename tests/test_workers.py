@@ -39,8 +39,10 @@ def _play(pool, actions_per_step, starts, grouped: bool):
 
 
 @pytest.mark.parametrize("groups,learner_is_worker,by_worker",
-                         [(2, False, False), (1, True, False), (2, True, False), (2, False, True), (2, True, True)],
-                         ids=["2-groups", "learner-is-worker", "both", "groups-by-worker", "by-worker-learner"])
+                         [(2, False, False), (1, True, False), (2, True, False), (2, False, True), (2, True, True),
+                          (4, False, True)],
+                         ids=["2-groups", "learner-is-worker", "both", "groups-by-worker", "by-worker-learner",
+                              "4-groups-by-2-workers"])
 def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker, by_worker):
     """Same seeds, starts and actions: a pool with 2 groups in flight (spread over the workers or one
     per worker) and/or the learner process stepping worker 0's envs publishes the same observations,
@@ -59,6 +61,8 @@ def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, grou
                 assert two.worker_groups == [[(0, 2), (2, 2)], [(0, 0), (2, 4)]]
             else:  # each group over both workers
                 assert two.worker_groups == [[(0, 1), (2, 3)], [(1, 2), (3, 4)]]
+        if groups == 4:  # two groups per worker, so each worker has two steps queued on its pipe
+            assert two.worker_groups == [[(0, 1), (1, 1), (2, 3), (3, 3)], [(0, 0), (1, 2), (2, 2), (3, 4)]]
         assert len(two.processes) == (1 if learner_is_worker else 2)
         a = _play(one, actions, starts, grouped=False)
         b = _play(two, actions, starts, grouped=groups > 1)
