@@ -206,7 +206,7 @@ class CurriculumScheduler:
         self.config = config if config is not None else CurriculumConfig()
         self.demo_length = demo_length
         self.granularity = frame_granularity
-        self.num_slots = (demo_length - 1) // frame_granularity + 1
+        self.num_slots = _num_slots(demo_length, frame_granularity)
         self.window_slots = max(1, self.config.window // frame_granularity)
         self.step_slots = max(1, self.config.effective_step // frame_granularity)
 
@@ -519,13 +519,18 @@ def counts_between(older: dict, newer: dict) -> tuple[np.ndarray, np.ndarray, np
         if older[key] != newer[key]:
             raise UserError(f"the two curriculum states differ in {key} ({older[key]} vs {newer[key]}): "
                             "not checkpoints of one run")
-    num_slots = (int(newer["demo_length"]) - 1) // int(newer["frame_granularity"]) + 1
+    num_slots = _num_slots(int(newer["demo_length"]), int(newer["frame_granularity"]))
     delta = _dense(newer["total"], num_slots) - _dense(older["total"], num_slots)
     if (delta < -1e-6).any():
         raise UserError("the older curriculum state has more episodes than the newer one: "
                         "pass the earlier checkpoint as the older one, from the same run")
     played = np.flatnonzero(delta[0] > 0)
     return played * int(newer["frame_granularity"]), delta[0, played], delta[1, played]
+
+
+def _num_slots(demo_length: int, granularity: int) -> int:
+    """Start-frame slots of a demo: frames 0, g, 2g, ... up to its last frame."""
+    return (demo_length - 1) // granularity + 1
 
 
 def _rate(successes: float, attempts: float) -> float:

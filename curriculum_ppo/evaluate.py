@@ -315,13 +315,13 @@ def run_episodes(ckpt: LoadedCheckpoint, spec: EvalEnvSpec, settings: EvalSettin
     """Play every job of ``spec``; return per-job results and the best episode's replay record."""
     import torch
 
-    from curriculum_ppo.workers import WorkerError, make_pool
+    from curriculum_ppo.workers import WorkerError, make_pool, resolve_num_workers
 
     jobs = spec.jobs
     num_envs = min(settings.envs, len(jobs))
     workers = settings.workers
     if workers is None:
-        workers = min(num_envs, os.cpu_count() or 1)
+        workers = resolve_num_workers(num_envs, None)
     if device.type == "cpu":
         # Intra-op threads fighting the env workers for the same cores slow the forward pass down
         # many times over; by default use only the cores the workers leave free.

@@ -190,11 +190,11 @@ def _validate(config) -> None:
         if not ok:
             raise UserError(message)
     if config.groups_by_worker:
-        import os
+        from curriculum_ppo.workers import resolve_num_workers
 
         if config.num_workers == 0:
             raise UserError("--groups-by-worker needs env worker processes (got --workers 0)")
-        workers = min(config.num_envs, config.num_workers or os.cpu_count() or 1)
+        workers = resolve_num_workers(config.num_envs, config.num_workers)
         if config.env_groups % workers:
             raise UserError(f"--groups-by-worker needs --env-groups to be a multiple of the {workers} env workers "
                             f"(got --env-groups {config.env_groups})")

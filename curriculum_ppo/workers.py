@@ -63,6 +63,11 @@ class EnvSpec:
         return env.observation_space.shape, int(env.action_space.n)
 
 
+def resolve_num_workers(num_envs: int, num_workers: int | None) -> int:
+    """Worker processes an EnvPool really starts: ``num_workers`` (default one per core), at most one per env."""
+    return min(num_envs, num_workers or os.cpu_count() or 1)
+
+
 class WorkerError(RuntimeError):
     """A worker process died or raised; the message names the worker and its envs."""
 
@@ -259,7 +264,7 @@ class EnvPool:
     def __init__(self, spec: EnvSpec, num_envs: int, num_workers: int | None = None, seed: int = 0,
                  start_method: str = "spawn", timeout: float = 120.0, num_groups: int = 1,
                  learner_is_worker: bool = False, groups_by_worker: bool = False):
-        num_workers = min(num_envs, num_workers or os.cpu_count() or 1)
+        num_workers = resolve_num_workers(num_envs, num_workers)
         if groups_by_worker and num_groups % num_workers:
             raise UserError(f"env groups by worker need a multiple of the {num_workers} workers as groups, "
                             f"got {num_groups}")
