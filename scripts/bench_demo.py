@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from curriculum_ppo.atomic import write_text_atomic
+
 import numpy as np
 
 from curriculum_ppo.demo import schema
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     info["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
 
     d, r, b = restore["demo_restore"], restore["raw_restoreState"], restore["restore_state_from_bytes"]
     ok = lambda flag: "ok" if flag else "MISSED"  # noqa: E731

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from curriculum_ppo.atomic import write_text_atomic
+
 DEMO = str(Path(__file__).resolve().parent.parent / "demos" / "MontezumaRevenge-room1.h5")
 
 
@@ -361,7 +363,7 @@ def main() -> None:
     out.update(summarize(rounds))
     report(out)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    write_text_atomic(Path(args.json), json.dumps(out, indent=2))
     print(f"wrote {args.json}")
 
 

@@ -29,6 +29,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from curriculum_ppo.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demos" / "MontezumaRevenge-room1.h5"
 RESULTS = ROOT / "scripts" / "results"
@@ -126,7 +128,7 @@ def main() -> None:
             report.setdefault("baseline", {}).update({"frames": rows[-1]["frames"] if rows else 0,
                                                       "seconds": rows[-1]["time"] if rows else 0.0,
                                                       "best_score": rows[-1].get("best_score") if rows else None})
-        json_path.write_text(json.dumps(report, indent=2))
+        write_text_atomic(json_path, json.dumps(report, indent=2))
 
     stop = threading.Event()
 
@@ -167,7 +169,7 @@ def main() -> None:
             report[key]["mean_score"] = sum(scores) / max(1, len(scores))
     cur["goal_met"] = bool(cur.get("frames_to_start_frame_0") is not None
                            and cur.get("fraction_ge_demo_return", 0) >= 0.5 and cur["frames"] <= 10_000_000)
-    json_path.write_text(json.dumps(report, indent=2))
+    write_text_atomic(json_path, json.dumps(report, indent=2))
     plot(out_dir, png_path, report)
     print_table(report)
     print(f"wrote {json_path} and {png_path}")

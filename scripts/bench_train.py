@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curriculum_ppo.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
 
@@ -243,7 +245,7 @@ def main() -> None:
            "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
            "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(out, indent=2))
+    write_text_atomic(json_path, json.dumps(out, indent=2))
     print(f"wrote {json_path}")
 
 

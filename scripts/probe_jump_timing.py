@@ -27,6 +27,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from curriculum_ppo.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demos" / "MontezumaRevenge-room1.h5"
 
@@ -119,7 +121,7 @@ def main() -> None:
            "base": args.base, "tries": args.tries, "until": args.until, "checkpoint": args.checkpoint,
            "rows": rows}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(out, indent=2))
+    write_text_atomic(Path(args.json), json.dumps(out, indent=2))
     print(f"wrote {args.json}")
 
 

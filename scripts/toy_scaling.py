@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curriculum_ppo.atomic import write_text_atomic
 from curriculum_ppo.curriculum import CurriculumConfig, UnstickConfig
 from curriculum_ppo.envs.toy import batch_success_rate
 from curriculum_ppo.ppo.learner import PPOConfig
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
               "python": sys.version.split()[0], "torch": torch.__version__, "wall_seconds": round(wall, 1),
               "quick": args.quick, "settings": s.to_dict(), "runs": runs, "summary": rows, "fits": fits}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
+    write_text_atomic(args.json, json.dumps(result, indent=1))
     plot(rows, runs, fits, args.png)
     print(f"wrote {args.json} and {args.png}")
     return 0
