@@ -153,10 +153,8 @@ class CurriculumConfig:
             raise UserError(
                 f"collapse min episodes ({self.collapse_min_episodes}) must be >= min episodes ({self.min_episodes})"
             )
-        if self.front_half_life == 0:
-            self.front_half_life = None  # as on the command line: 0 = no forgetting
-        if self.front_half_life is not None and not self.front_half_life > 0:
-            raise UserError(f"front half-life must be > 0 episodes (0 or None: no forgetting), "
+        if self.front_half_life is not None and not self.front_half_life >= 0:
+            raise UserError(f"front half-life must be >= 0 episodes (0 or None: no forgetting), "
                             f"got {self.front_half_life}")
         if self.max_window_episodes is not None and self.max_window_episodes < 2 * self.collapse_min_episodes:
             # After halving, the count is only guaranteed to be above max/2.
@@ -344,7 +342,7 @@ class CurriculumScheduler:
         half_life = self.config.front_half_life
         lo, hi = self._front_slots()
         new_front = float(counts[0, lo:hi].sum())
-        if half_life is not None:
+        if half_life:  # None or 0: no forgetting
             self._recent *= 0.5 ** (new_front / half_life)
         self._recent += counts
         self._front_episodes += new_front

@@ -134,8 +134,6 @@ def build_config(args):
             continue
         target = config if section is None else getattr(config, section)
         setattr(target, name, value)
-    if config.curriculum.front_half_life == 0:  # "--front-half-life 0": no forgetting
-        config.curriculum.front_half_life = None
     if config.stop_at_success == 0:  # "--stop-at-success 0" switches the rule off (e.g. on --resume)
         config.stop_at_success = None
     if getattr(args, "no_overlap", False):
@@ -176,7 +174,7 @@ def _validate(config) -> None:
         (0 < config.curriculum.success_threshold <= 1, "--success-threshold must be in (0, 1]"),
         (0 <= config.curriculum.random_start_fraction < 1, "--random-start-fraction must be in [0, 1)"),
         (config.curriculum.window > 0, "--window must be positive"),
-        (config.curriculum.front_half_life is None or config.curriculum.front_half_life > 0,
+        (config.curriculum.front_half_life is None or config.curriculum.front_half_life >= 0,
          "--front-half-life must be >= 0 episodes (0: no forgetting)"),
         (0 <= config.explore.epsilon <= 1, "--explore-epsilon must be in [0, 1]"),
         (config.explore.steps >= 0, "--explore-steps must be >= 0"),

@@ -309,7 +309,7 @@ def test_long_failing_history_does_not_hold_back_a_learned_front():
     recency-weighted front moves back within ~2 half-lives, plain counts never would on this evidence."""
     rng = np.random.default_rng(3)
     runs = {}
-    for half_life in (64.0, None):
+    for half_life in (64.0, None, 0):  # 0 = no forgetting, as None
         sched = make(min_episodes=32, collapse_min_episodes=100_000, max_window_episodes=None,
                      front_half_life=half_life)
         front = sched.start_frame
@@ -324,7 +324,7 @@ def test_long_failing_history_does_not_hold_back_a_learned_front():
                 moved_after = 4 * (batch + 1)
                 break
         runs[half_life] = moved_after
-    assert runs[None] is None
+    assert runs[None] is None and runs[0] is None
     assert runs[64.0] is not None and runs[64.0] <= 128
 
 
@@ -366,7 +366,7 @@ def test_front_half_life_validation():
     with pytest.raises(UserError):
         CurriculumConfig(front_half_life=-1.0)
     assert CurriculumConfig(front_half_life=None).front_half_life is None
-    assert CurriculumConfig(front_half_life=0).front_half_life is None  # 0 = no forgetting, as on the CLI
+    assert CurriculumConfig(front_half_life=0).front_half_life == 0  # no forgetting, as None (see above)
 
 
 def test_counts_between_two_states_of_one_run():

@@ -266,7 +266,7 @@ def test_explore_and_memory_knobs_are_validated(tmp_path):
 
 
 def test_pool_and_memory_flags_reach_the_config(tmp_path):
-    """The parser and build_config accept --groups-by-worker and map --front-half-life 0 to 'no forgetting'."""
+    """The parser and build_config accept --groups-by-worker and keep --front-half-life 0 ('no forgetting')."""
     import argparse
 
     from curriculum_ppo.train_cli import add_train_parser, build_config
@@ -276,7 +276,7 @@ def test_pool_and_memory_flags_reach_the_config(tmp_path):
     base = ["train", "--run-dir", str(tmp_path / "r"), "--workers", "2", "--num-envs", "4"]
     config = build_config(parser.parse_args(base + ["--env-groups", "2", "--groups-by-worker",
                                                     "--front-half-life", "0"]))
-    assert config.groups_by_worker and config.env_groups == 2 and config.curriculum.front_half_life is None
+    assert config.groups_by_worker and config.env_groups == 2 and config.curriculum.front_half_life == 0
     config = build_config(parser.parse_args(base + ["--front-half-life", "32"]))
     assert not config.groups_by_worker and config.curriculum.front_half_life == 32.0
     assert TrainConfig().curriculum.front_half_life == 64.0 and not TrainConfig().groups_by_worker
