@@ -444,11 +444,15 @@ def format_table(rows: list[dict], demo_start: bool) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines])
 
 
+SHEET_FRAMES = 8  # evenly spaced frames of the video in its PNG contact sheet
+
+
 def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps: float | None = None,
                  game: str = "") -> dict:
-    """Replay the best episode's actions from its seed in one env and write an MP4 with the score overlaid."""
+    """Replay the best episode's actions from its seed in one env and write an MP4 with the score overlaid,
+    plus a PNG contact sheet of :data:`SHEET_FRAMES` evenly spaced frames next to it (same name, ``.png``)."""
     from curriculum_ppo.emulator import display_name
-    from curriculum_ppo.video import overlay_text, upscale, write_mp4
+    from curriculum_ppo.video import contact_sheet, overlay_text, upscale, write_mp4, write_png
 
     env = spec.make(seed=best["pool_seed"] + best["env"])
     frameskip = int(spec.atari.get("frameskip", 4))
@@ -456,15 +460,23 @@ def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps:
     state = {"score": 0.0, "frames": 0, "ended": False}
     title = f"{display_name(game)}  {protocol}  seed {seed}" if game else f"{protocol}  seed {seed}"
 
+    picks = set(np.linspace(0, len(best["actions"]), SHEET_FRAMES).round().astype(int).tolist())
+    sheet: list[np.ndarray] = []
+
+    def keep(index: int, image: np.ndarray) -> np.ndarray:
+        if index in picks:
+            sheet.append(image.copy())
+        return image
+
     def frames():
         env.reset(options={"start_frame": best["job"] + 1})
         score = 0.0
-        yield overlay_text(upscale(env.render(), scale), [title, "score 0", "frame 0"])
+        yield keep(0, overlay_text(upscale(env.render(), scale), [title, "score 0", "frame 0"]))
         for step, a in enumerate(best["actions"]):
             _, _, terminated, truncated, info = env.step(int(a))
             score = float(info.get("score", score))
-            yield overlay_text(upscale(env.render(), scale),
-                               [title, f"score {score:g}", f"frame {(step + 1) * frameskip}"])
+            yield keep(step + 1, overlay_text(upscale(env.render(), scale),
+                                              [title, f"score {score:g}", f"frame {(step + 1) * frameskip}"]))
             if terminated or truncated:
                 state["ended"] = True
                 state["frames"] = int(info["episode"]["frames"])
@@ -475,12 +487,15 @@ def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps:
         count = write_mp4(path, frames(), fps=fps or 60.0 / frameskip)
     finally:
         env.close()
+    sheet_path = path.with_suffix(".png")
+    write_png(sheet_path, contact_sheet(sheet))
     replay_ok = state["ended"] and state["score"] == best["score"] and state["frames"] == best["frames"]
     if not replay_ok:
         print(f"evaluate: warning: the video replay diverged from the evaluated episode "
               f"(score {state['score']:g} vs {best['score']:g}); the video shows the replay", file=sys.stderr)
     return {"path": str(path), "protocol": protocol, "seed": int(seed), "score": best["score"],
-            "frames": best["frames"], "video_frames": count, "replay_matches": bool(replay_ok)}
+            "frames": best["frames"], "video_frames": count, "replay_matches": bool(replay_ok),
+            "sheet": str(sheet_path), "sheet_frames": len(sheet)}
 
 
 def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: str | None = None,
@@ -498,6 +513,11 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
     video_path = check_writable(video_out, "--video") if video_out else None
     if json_path is not None and video_path is not None and json_path.resolve() == video_path.resolve():
         raise UserError("--json and --video name the same file")
+    if video_path is not None and video_path.suffix.lower() == ".png":
+        raise UserError(f"--video {video_path}: give an .mp4 name (its PNG contact sheet goes next to it)")
+    if (json_path is not None and video_path is not None
+            and json_path.resolve() == video_path.with_suffix(".png").resolve()):
+        raise UserError(f"--json {json_path} is where the video's contact sheet goes; choose another name")
     device = pick_device(settings.device)
     ckpt = load_for_eval(checkpoint, device)
     try:
@@ -613,7 +633,8 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
             report["video"] = info
             if not quiet:
                 print(f"wrote {video_path} (best episode: {info['protocol']} seed {info['seed']}, "
-                      f"score {info['score']:g}, {info['video_frames']} video frames)", file=sys.stderr)
+                      f"score {info['score']:g}, {info['video_frames']} video frames) and its contact sheet "
+                      f"{info['sheet']}", file=sys.stderr)
     if json_path is not None:
         with atomic_path(json_path, suffix=".json") as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n")

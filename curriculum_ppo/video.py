@@ -57,6 +57,21 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float 
     return count
 
 
+def contact_sheet(tiles: list[np.ndarray], columns: int = 4) -> np.ndarray:
+    """Lay equally sized RGB tiles out in rows of ``columns`` (the last row padded with black).
+
+    A sheet of a few evenly spaced frames shows at a glance where an episode
+    went, without opening the video (e.g. in a README or an issue).
+    """
+    if not tiles:
+        raise ValueError("contact_sheet needs at least one tile")
+    columns = max(1, min(columns, len(tiles)))
+    blank = np.zeros_like(tiles[0])
+    padded = list(tiles) + [blank] * (-len(tiles) % columns)
+    rows = [np.concatenate(padded[i:i + columns], axis=1) for i in range(0, len(padded), columns)]
+    return np.concatenate(rows, axis=0)
+
+
 def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
     path = Path(path)
     ok, data = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))

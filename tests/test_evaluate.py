@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -92,6 +93,8 @@ def assert_nothing_written(directory: Path) -> None:
     (["--protocol", "bogus"], "unknown protocol 'bogus'"),
     (["--json", "/nonexistent/x.json"], "directory /nonexistent does not exist"),
     (["--video", "/nonexistent/x.mp4"], "directory /nonexistent does not exist"),
+    (["--video", "best.png"], "give an .mp4 name"),
+    (["--video", "clash.mp4", "--json", "clash.png"], "is where the video's contact sheet goes"),
 ])
 def test_bad_arguments_fail_before_any_work(capsys, tmp_path, args, match):
     out_dir = tmp_path / "out"
@@ -162,7 +165,19 @@ def test_all_protocols_table_json_and_video(capsys, checkpoint, tmp_path):
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == video["video_frames"] > 1
     finally:
         cap.release()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.mp4", "eval.json"]  # no temp files left
+    # The contact sheet: 8 evenly spaced video frames, 2 rows of 4, first and last frame included.
+    assert video["sheet"] == str(tmp_path / "best.png") and video["sheet_frames"] == 8
+    sheet = cv2.imread(video["sheet"])
+    assert sheet is not None and sheet.shape == (2 * 420, 4 * 640, 3)
+    cap = cv2.VideoCapture(str(out_video))
+    try:
+        ok, first = cap.read()
+    finally:
+        cap.release()
+    # The sheet holds the exact first frame (PNG is lossless, the MP4 is not: compare loosely).
+    assert ok and np.abs(sheet[:420, :640].astype(int) - first.astype(int)).mean() < 8
+    assert sheet[420:, 1920:].any()  # the last tile (the episode's end) is a real frame, not padding
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.mp4", "best.png", "eval.json"]  # no temp files
 
 
 def test_demo_start_frame_evaluation(capsys, checkpoint, tmp_path):
