@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -66,15 +67,77 @@ def curriculum_summary(rows: list[dict]) -> dict:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's name (platform.platform() gives only the kernel), for the report's machine line."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def previous_sessions(json_path: Path, run_dir: Path) -> list[dict]:
+    """Earlier invocations that trained the run this one resumes (a 10M-frame run on 2 cores spans sessions).
+
+    Read from the previous report; a report from before this field existed gives its own date and command.
+    """
+    if not run_dir.joinpath("checkpoints", "latest.pt").exists() or not json_path.exists():
+        return []
+    try:
+        old = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    if isinstance(old.get("sessions"), list):
+        return old["sessions"]
+    return [{"date": old.get("date"), "command": old.get("command"), "frames_before": None,
+             "frames_after": (old.get("curriculum") or {}).get("frames")}]
+
+
+def stopped_by(summary: dict, budget_frames: int, rc: int) -> str:
+    """Why the curriculum run's training ended, in words a reader of the JSON needs."""
+    if rc != 0:
+        return f"interrupted (exit {rc}); run the same command to continue from the last checkpoint"
+    if summary.get("frames_to_curriculum_done") is not None:
+        return "goal rule met (--stop-at-success)"
+    if summary.get("frames", 0) >= budget_frames:
+        return "frame budget used"
+    return "time budget of this session (--minutes); run the same command to continue"
+
+
 def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int, runtime: list[str] = ()) -> int:
     cmd = [sys.executable, "-m", "curriculum_ppo", "train", "--run-dir", str(run_dir), "--frames", str(frames),
-           "--minutes", str(minutes), "--status-every", "60", *runtime, *extra]
-    if args.num_envs:
-        cmd += ["--num-envs", str(args.num_envs)]
+           "--minutes", str(minutes), "--status-every", "60", *runtime]
     if run_dir.joinpath("checkpoints", "latest.pt").exists():
-        cmd = [c for c in cmd if c not in extra] + ["--resume"]
+        cmd.append("--resume")  # the run keeps the settings it started with (demo, --num-envs, ...)
+    else:
+        cmd += extra + (["--num-envs", str(args.num_envs)] if args.num_envs else [])
     print("$", " ".join(cmd), flush=True)
-    return subprocess.call(cmd)
+    return run_training(cmd)
+
+
+def run_training(cmd: list[str]) -> int:
+    """Run ``curriculum-ppo train`` and return its exit code; Ctrl-C or SIGTERM here stops it cleanly.
+
+    The child runs in its own session so that a terminal's Ctrl-C reaches it exactly once, from
+    here: it then finishes its update, saves a checkpoint and exits 130 (a second SIGINT while it
+    saves could interrupt the save). Waiting for it instead of killing it keeps that checkpoint.
+    """
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    forwarded = False
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            if not forwarded:
+                forwarded = True
+                proc.send_signal(signal.SIGINT)
+                print("bench_learning: stopping: the training saves a checkpoint first", file=sys.stderr, flush=True)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
@@ -82,7 +145,9 @@ def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
            "--episodes", str(episodes), "--protocol", "plain", "--max-frames", "4500", "--json", str(out),
            "--progress-every", "30"]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        raise SystemExit(f"bench_learning: evaluating {run_dir} failed (exit {rc}); the run dir is kept")
     data = json.loads(out.read_text())
     row = data["protocols"][0] if "protocols" in data else data["results"][0]
     scores = row.get("scores") or [e["score"] for e in row.get("episodes", [])]
@@ -111,16 +176,25 @@ def main() -> None:
     parser.add_argument("--json", default=str(RESULTS / "bench_learning.json"),
                         help="report path; the PNG goes next to it with the same name")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop the training child cleanly, as Ctrl-C does
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
     png_path = json_path.with_suffix(".png")
     demo_return = 400.0
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-              "cpus": os.cpu_count(), "command": " ".join(sys.argv), "demo": str(DEMO.relative_to(ROOT)),
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    command = " ".join(sys.argv)
+    report = {"date": date, "machine": platform.platform(), "cpu": cpu_model(),
+              "cpus": os.cpu_count(), "command": command, "demo": str(DEMO.relative_to(ROOT)),
               "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
+    report["sessions"] = previous_sessions(json_path, out_dir / "curriculum")
+    lock = threading.Lock()  # the reporter thread and the main thread both write the report
 
     def write():
+        with lock:
+            _write()
+
+    def _write():
         # Update in place: the main thread holds references to these dicts (no lost writes).
         report.setdefault("curriculum", {}).update(curriculum_summary(read_rows(out_dir / "curriculum")))
         if not args.skip_baseline:
@@ -134,17 +208,32 @@ def main() -> None:
 
     def reporter():
         while not stop.wait(args.report_every):
-            write()
+            try:
+                write()
+            except RuntimeError:  # the main thread changed the report mid-dump; the next tick catches up
+                pass
     threading.Thread(target=reporter, daemon=True).start()
 
     base_eval = out_dir / "baseline_eval.json"
     cur_eval = out_dir / "curriculum_eval.json"
     if args.report_only:
         args.reuse_curriculum = True
+    rc = 0
     if not (args.reuse_curriculum and cur_eval.exists()):
-        train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames,
-              runtime=["--stop-at-success", str(args.stop_at_success)])
+        before = curriculum_summary(read_rows(out_dir / "curriculum"))["frames"]
+        with lock:
+            report["sessions"].append({"date": date, "command": command, "frames_before": before})
+        rc = train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames,
+                   runtime=["--stop-at-success", str(args.stop_at_success)])
+        write()
+        with lock:
+            report["sessions"][-1]["frames_after"] = report["curriculum"]["frames"]
+            report["curriculum"]["stopped_by"] = stopped_by(report["curriculum"], args.frames, rc)
     write()
+    if rc != 0:
+        stop.set()
+        raise SystemExit(f"bench_learning: training stopped (exit {rc}) at {report['curriculum']['frames']:,} "
+                         f"frames; {json_path} is up to date; run the same command to continue (not evaluated)")
     cur = report["curriculum"]
     if args.reuse_curriculum and cur_eval.exists():
         row = json.loads(cur_eval.read_text())["protocols"][0]
@@ -157,7 +246,12 @@ def main() -> None:
         report["baseline"]["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
     elif not args.skip_baseline:
         minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
-        train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
+        rc = train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
+        if rc != 0:
+            write()
+            stop.set()
+            raise SystemExit(f"bench_learning: the baseline's training stopped (exit {rc}); run with "
+                             f"--reuse-curriculum to train it on from its checkpoint (not evaluated)")
         write()
         report["baseline"]["eval_from_game_start"] = evaluate(out_dir / "baseline", args.episodes,
                                                               out_dir / "baseline_eval.json")
@@ -169,7 +263,8 @@ def main() -> None:
             report[key]["mean_score"] = sum(scores) / max(1, len(scores))
     cur["goal_met"] = bool(cur.get("frames_to_start_frame_0") is not None
                            and cur.get("fraction_ge_demo_return", 0) >= 0.5 and cur["frames"] <= 10_000_000)
-    write_text_atomic(json_path, json.dumps(report, indent=2))
+    with lock:  # after the reporter's last write
+        write_text_atomic(json_path, json.dumps(report, indent=2))
     plot(out_dir, png_path, report)
     print_table(report)
     print(f"wrote {json_path} and {png_path}")
@@ -211,7 +306,14 @@ def print_table(report: dict) -> None:
         print(f"{key:<12} {r.get('frames', 0):>10} {r.get('seconds', 0) / 60 if 'seconds' in r else float('nan'):>8.1f} "
               f"{str(r.get('final_start_frame', '-')):>12} {r.get('mean_score', float('nan')):>10.1f} "
               f"{r.get('fraction_ge_demo_return', float('nan')):>8.0%}")
+    cur = report.get("curriculum") or {}
+    if cur.get("stopped_by"):
+        print(f"curriculum run stopped by: {cur['stopped_by']}; goal met: {cur.get('goal_met')}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # outside training (e.g. evaluating): nothing half-written, the run dirs are kept
+        print("bench_learning: interrupted; run the same command to continue", file=sys.stderr)
+        sys.exit(130)

@@ -44,3 +44,65 @@ def test_probe_jump_timing_bad_input_is_one_line_and_writes_nothing(tmp_path, ca
     assert "Traceback" not in result.stderr
     assert not out.exists()
     assert list(tmp_path.glob(".probe.json.*")) == []
+
+
+BENCH_LEARNING = ROOT / "scripts" / "bench_learning.py"
+
+
+def _bench_learning(tmp_path, *args, **kwargs):
+    cmd = [sys.executable, str(BENCH_LEARNING), "--num-envs", "2", "--skip-baseline", "--report-every", "1",
+           "--out-dir", tmp_path / "runs", "--json", tmp_path / "report.json", *args]
+    return subprocess.Popen(list(map(str, cmd)), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def test_bench_learning_tiny_run_then_resume_keeps_the_session_history(tmp_path):
+    """The real benchmark with a tiny budget: train, evaluate from the game start, report; then a second
+    invocation resumes the same run (a 10M-frame run on 2 cores spans sessions) and the report says so."""
+    import json
+
+    first = _bench_learning(tmp_path, "--frames", "2048", "--episodes", "2")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    cur = report["curriculum"]
+    assert cur["frames"] >= 2048 and cur["stopped_by"] == "frame budget used"
+    assert len(cur["eval_from_game_start"]["scores"]) == 2 and cur["goal_met"] is False
+    assert [(s["frames_before"], s["frames_after"]) for s in report["sessions"]] == [(0, cur["frames"])]
+    assert report["cpu"] and report["cpus"] >= 1
+    assert (tmp_path / "report.png").stat().st_size > 0
+    assert "stopped by: frame budget used" in out
+
+    second = _bench_learning(tmp_path, "--frames", "4096", "--episodes", "2")
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-2000:]
+    assert "--resume" in out  # the same run dir trained on
+    report2 = json.loads((tmp_path / "report.json").read_text())
+    sessions = report2["sessions"]
+    assert len(sessions) == 2 and sessions[0] == report["sessions"][0]
+    assert sessions[1]["frames_before"] == cur["frames"] < sessions[1]["frames_after"] == report2["curriculum"]["frames"]
+
+
+def test_bench_learning_interrupted_keeps_checkpoint_and_report(tmp_path):
+    """SIGINT to the script (as Ctrl-C): the training saves its checkpoint, nothing is evaluated,
+    the report says how it stopped, one line on stderr, nonzero exit."""
+    import json
+    import signal
+    import time
+
+    proc = _bench_learning(tmp_path, "--frames", "10000000", "--minutes", "5")
+    metrics = tmp_path / "runs" / "curriculum" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.strip().splitlines()[-1].startswith("bench_learning: training stopped (exit 130)"), err[-1000:]
+    assert "Traceback" not in err
+    assert (tmp_path / "runs" / "curriculum" / "checkpoints" / "latest.pt").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["curriculum"]["stopped_by"].startswith("interrupted (exit 130)")
+    assert "eval_from_game_start" not in report["curriculum"]
+    assert not (tmp_path / "runs" / "curriculum_eval.json").exists()
