@@ -95,14 +95,19 @@ def previous_sessions(json_path: Path, run_dir: Path) -> list[dict]:
              "frames_after": (old.get("curriculum") or {}).get("frames")}]
 
 
-def stopped_by(summary: dict, budget_frames: int, rc: int) -> str:
-    """Why the curriculum run's training ended, in words a reader of the JSON needs."""
+def stopped_by(last_row: dict, budget_frames: int, stop_at_success: float | None, rc: int) -> str:
+    """Why the curriculum run's training ended, in words a reader of the JSON needs.
+
+    ``last_row`` is the run's last metrics row; train's goal rule (``--stop-at-success``) is judged on
+    the same recent game-start episodes that the row's ``from_start_success_rate`` reports.
+    """
     if rc != 0:
         return f"interrupted (exit {rc}); run the same command to continue from the last checkpoint"
-    if summary.get("frames_to_curriculum_done") is not None:
-        return "goal rule met (--stop-at-success)"
-    if summary.get("frames", 0) >= budget_frames:
+    if last_row.get("frames", 0) >= budget_frames:
         return "frame budget used"
+    rate = last_row.get("from_start_success_rate")
+    if stop_at_success and last_row.get("start_frame") == 0 and rate is not None and rate >= stop_at_success:
+        return f"goal rule met (--stop-at-success {stop_at_success:g}: {rate:.0%} of recent game-start episodes)"
     return "time budget of this session (--minutes); run the same command to continue"
 
 
@@ -228,7 +233,8 @@ def main() -> None:
         write()
         with lock:
             report["sessions"][-1]["frames_after"] = report["curriculum"]["frames"]
-            report["curriculum"]["stopped_by"] = stopped_by(report["curriculum"], args.frames, rc)
+            last = (read_rows(out_dir / "curriculum") or [{}])[-1]
+            report["curriculum"]["stopped_by"] = stopped_by(last, args.frames, args.stop_at_success, rc)
     write()
     if rc != 0:
         stop.set()

@@ -106,3 +106,19 @@ def test_bench_learning_interrupted_keeps_checkpoint_and_report(tmp_path):
     assert report["curriculum"]["stopped_by"].startswith("interrupted (exit 130)")
     assert "eval_from_game_start" not in report["curriculum"]
     assert not (tmp_path / "runs" / "curriculum_eval.json").exists()
+
+
+def test_bench_learning_stopped_by_names_the_reason():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_learning", BENCH_LEARNING)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = {"frames": 5_000_000, "start_frame": 0, "from_start_success_rate": 0.55}
+    assert bench.stopped_by(row, 10_000_000, 0.5, 130).startswith("interrupted (exit 130)")
+    assert bench.stopped_by({**row, "frames": 10_000_000}, 10_000_000, 0.5, 0) == "frame budget used"
+    assert bench.stopped_by(row, 10_000_000, 0.5, 0).startswith("goal rule met (--stop-at-success 0.5: 55%")
+    for not_yet in ({**row, "start_frame": 27}, {**row, "from_start_success_rate": 0.4},
+                    {**row, "from_start_success_rate": None}):
+        assert bench.stopped_by(not_yet, 10_000_000, 0.5, 0).startswith("time budget of this session")
+    assert bench.stopped_by(row, 10_000_000, None, 0).startswith("time budget")  # goal rule off
