@@ -30,7 +30,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from curriculum_ppo.atomic import write_text_atomic
+from curriculum_ppo.atomic import check_destination, write_text_atomic
+from curriculum_ppo.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demos" / "MontezumaRevenge-room1.h5"
@@ -95,23 +96,40 @@ def previous_sessions(json_path: Path, run_dir: Path) -> list[dict]:
              "frames_after": (old.get("curriculum") or {}).get("frames")}]
 
 
-def stopped_by(last_row: dict, budget_frames: int, stop_at_success: float | None, rc: int) -> str:
+def previous_stopped_by(json_path: Path) -> str | None:
+    """The previous report's reason for the end of training, kept when this invocation trains nothing."""
+    try:
+        return (json.loads(json_path.read_text()).get("curriculum") or {}).get("stopped_by")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def stopped_by(last_row: dict, budget_frames: int, budget_seconds: float, seconds: float,
+               stop_at_success: float | None, rc: int, signalled: bool) -> str:
     """Why the curriculum run's training ended, in words a reader of the JSON needs.
 
-    ``last_row`` is the run's last metrics row; train's goal rule (``--stop-at-success``) is judged on
-    the same recent game-start episodes that the row's ``from_start_success_rate`` reports.
+    ``last_row`` is the run's last metrics row and ``seconds`` how long this invocation's training
+    process ran. train stops early for its goal rule (``--stop-at-success``) only once 20 or more
+    recent game-start episodes were judged; a run that ended before both budgets with exit 0 and a
+    qualifying ``from_start_success_rate`` in its last row stopped for that rule.
     """
+    if signalled:
+        return f"interrupted by a signal (exit {rc}); run the same command to continue from the last checkpoint"
     if rc != 0:
-        return f"interrupted (exit {rc}); run the same command to continue from the last checkpoint"
+        return f"training failed (exit {rc}); its last checkpoint is kept, see its output for the cause"
     if last_row.get("frames", 0) >= budget_frames:
         return "frame budget used"
+    if seconds >= budget_seconds:
+        return "time budget of this session (--minutes); run the same command to continue"
     rate = last_row.get("from_start_success_rate")
     if stop_at_success and last_row.get("start_frame") == 0 and rate is not None and rate >= stop_at_success:
-        return f"goal rule met (--stop-at-success {stop_at_success:g}: {rate:.0%} of recent game-start episodes)"
-    return "time budget of this session (--minutes); run the same command to continue"
+        return (f"goal rule met (--stop-at-success {stop_at_success:g}: {rate:.0%} of the last 20-100 "
+                f"game-start episodes tied or beat the demo)")
+    return "ended before its budgets for a reason the metrics do not show; see the training's output"
 
 
-def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int, runtime: list[str] = ()) -> int:
+def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int,
+          runtime: list[str] = ()) -> tuple[int, bool, float]:
     cmd = [sys.executable, "-m", "curriculum_ppo", "train", "--run-dir", str(run_dir), "--frames", str(frames),
            "--minutes", str(minutes), "--status-every", "60", *runtime]
     if run_dir.joinpath("checkpoints", "latest.pt").exists():
@@ -122,18 +140,21 @@ def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int, ru
     return run_training(cmd)
 
 
-def run_training(cmd: list[str]) -> int:
-    """Run ``curriculum-ppo train`` and return its exit code; Ctrl-C or SIGTERM here stops it cleanly.
+def run_training(cmd: list[str]) -> tuple[int, bool, float]:
+    """Run ``curriculum-ppo train``: (exit code, whether a signal here stopped it, seconds it ran).
 
+    Ctrl-C, SIGTERM or SIGHUP here stops it cleanly.
     The child runs in its own session so that a terminal's Ctrl-C reaches it exactly once, from
     here: it then finishes its update, saves a checkpoint and exits 130 (a second SIGINT while it
     saves could interrupt the save). Waiting for it instead of killing it keeps that checkpoint.
     """
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, start_new_session=True)
     forwarded = False
     while True:
         try:
-            return proc.wait()
+            rc = proc.wait()
+            return rc, forwarded, time.monotonic() - started
         except KeyboardInterrupt:
             if not forwarded:
                 forwarded = True
@@ -181,11 +202,19 @@ def main() -> None:
     parser.add_argument("--json", default=str(RESULTS / "bench_learning.json"),
                         help="report path; the PNG goes next to it with the same name")
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)  # stop the training child cleanly, as Ctrl-C does
+    # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
+    # would not reach it).
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
     png_path = json_path.with_suffix(".png")
+    try:  # before hours of training, not after
+        check_destination(json_path, "--json")
+        check_destination(png_path, "--json's PNG")
+    except UserError as exc:
+        raise SystemExit(f"bench_learning: {exc}")
     demo_return = 400.0
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     command = " ".join(sys.argv)
@@ -193,6 +222,7 @@ def main() -> None:
               "cpus": os.cpu_count(), "command": command, "demo": str(DEMO.relative_to(ROOT)),
               "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
     report["sessions"] = previous_sessions(json_path, out_dir / "curriculum")
+    carried_stop = previous_stopped_by(json_path)
     lock = threading.Lock()  # the reporter thread and the main thread both write the report
 
     def write():
@@ -223,23 +253,29 @@ def main() -> None:
     cur_eval = out_dir / "curriculum_eval.json"
     if args.report_only:
         args.reuse_curriculum = True
-    rc = 0
+    rc, signalled = 0, False
     if not (args.reuse_curriculum and cur_eval.exists()):
         before = curriculum_summary(read_rows(out_dir / "curriculum"))["frames"]
         with lock:
             report["sessions"].append({"date": date, "command": command, "frames_before": before})
-        rc = train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes, args.frames,
-                   runtime=["--stop-at-success", str(args.stop_at_success)])
+        rc, signalled, seconds = train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes,
+                                       args.frames, runtime=["--stop-at-success", str(args.stop_at_success)])
         write()
         with lock:
             report["sessions"][-1]["frames_after"] = report["curriculum"]["frames"]
             last = (read_rows(out_dir / "curriculum") or [{}])[-1]
-            report["curriculum"]["stopped_by"] = stopped_by(last, args.frames, args.stop_at_success, rc)
+            report["curriculum"]["stopped_by"] = stopped_by(last, args.frames, args.minutes * 60, seconds,
+                                                            args.stop_at_success, rc, signalled)
+    elif carried_stop:  # --reuse-curriculum / --report-only: the reason is the last training session's
+        write()
+        report["curriculum"]["stopped_by"] = carried_stop
     write()
     if rc != 0:
         stop.set()
-        raise SystemExit(f"bench_learning: training stopped (exit {rc}) at {report['curriculum']['frames']:,} "
-                         f"frames; {json_path} is up to date; run the same command to continue (not evaluated)")
+        print(f"bench_learning: training {'stopped' if signalled else 'failed'} (exit {rc}) at "
+              f"{report['curriculum']['frames']:,} frames; {json_path} is up to date; run the same command "
+              f"to continue (not evaluated)", file=sys.stderr)
+        sys.exit(130 if signalled else 1)
     cur = report["curriculum"]
     if args.reuse_curriculum and cur_eval.exists():
         row = json.loads(cur_eval.read_text())["protocols"][0]
@@ -252,12 +288,13 @@ def main() -> None:
         report["baseline"]["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
     elif not args.skip_baseline:
         minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
-        rc = train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
+        rc, signalled, _ = train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
         if rc != 0:
             write()
             stop.set()
-            raise SystemExit(f"bench_learning: the baseline's training stopped (exit {rc}); run with "
-                             f"--reuse-curriculum to train it on from its checkpoint (not evaluated)")
+            print(f"bench_learning: the baseline's training {'stopped' if signalled else 'failed'} (exit {rc}); "
+                  f"run with --reuse-curriculum to train it on from its checkpoint (not evaluated)", file=sys.stderr)
+            sys.exit(130 if signalled else 1)
         write()
         report["baseline"]["eval_from_game_start"] = evaluate(out_dir / "baseline", args.episodes,
                                                               out_dir / "baseline_eval.json")

@@ -84,28 +84,43 @@ def test_bench_learning_tiny_run_then_resume_keeps_the_session_history(tmp_path)
 
 
 def test_bench_learning_interrupted_keeps_checkpoint_and_report(tmp_path):
-    """SIGINT to the script (as Ctrl-C): the training saves its checkpoint, nothing is evaluated,
-    the report says how it stopped, one line on stderr, nonzero exit."""
+    """Ctrl-C in a terminal (SIGINT to the script's process group): the training saves its checkpoint,
+    nothing is evaluated, the report says how it stopped, one line on stderr, exit 130."""
     import json
+    import os
     import signal
     import time
 
-    proc = _bench_learning(tmp_path, "--frames", "10000000", "--minutes", "5")
-    metrics = tmp_path / "runs" / "curriculum" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    proc = _bench_learning(tmp_path, "--frames", "10000000", "--minutes", "5", start_new_session=True)
+    try:
+        metrics = tmp_path / "runs" / "curriculum" / "metrics.jsonl"
+        deadline = time.time() + 240
+        while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130, err[-1000:]
     assert err.strip().splitlines()[-1].startswith("bench_learning: training stopped (exit 130)"), err[-1000:]
     assert "Traceback" not in err
     assert (tmp_path / "runs" / "curriculum" / "checkpoints" / "latest.pt").exists()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["curriculum"]["stopped_by"].startswith("interrupted (exit 130)")
+    assert report["curriculum"]["stopped_by"].startswith("interrupted by a signal (exit 130)")
     assert "eval_from_game_start" not in report["curriculum"]
     assert not (tmp_path / "runs" / "curriculum_eval.json").exists()
+
+
+def test_bench_learning_refuses_an_unwritable_report_before_training(tmp_path):
+    proc = _bench_learning(tmp_path, "--frames", "2048", "--json", tmp_path / "missing" / "report.json")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == [f"bench_learning: cannot write --json {tmp_path / 'missing' / 'report.json'}: "
+                                        f"directory {tmp_path / 'missing'} does not exist"]
+    assert not (tmp_path / "runs" / "curriculum").exists()
 
 
 def test_bench_learning_stopped_by_names_the_reason():
@@ -115,10 +130,16 @@ def test_bench_learning_stopped_by_names_the_reason():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     row = {"frames": 5_000_000, "start_frame": 0, "from_start_success_rate": 0.55}
-    assert bench.stopped_by(row, 10_000_000, 0.5, 130).startswith("interrupted (exit 130)")
-    assert bench.stopped_by({**row, "frames": 10_000_000}, 10_000_000, 0.5, 0) == "frame budget used"
-    assert bench.stopped_by(row, 10_000_000, 0.5, 0).startswith("goal rule met (--stop-at-success 0.5: 55%")
+
+    def why(row, seconds=100.0, goal=0.5, rc=0, signalled=False):
+        return bench.stopped_by(row, 10_000_000, 3600.0, seconds, goal, rc, signalled)
+
+    assert why(row, rc=130, signalled=True).startswith("interrupted by a signal (exit 130)")
+    assert why(row, rc=1).startswith("training failed (exit 1)")  # a crash is not called an interruption
+    assert why({**row, "frames": 10_000_000}) == "frame budget used"
+    assert why(row, seconds=3600.5).startswith("time budget of this session")
+    assert why(row).startswith("goal rule met (--stop-at-success 0.5: 55%")
     for not_yet in ({**row, "start_frame": 27}, {**row, "from_start_success_rate": 0.4},
                     {**row, "from_start_success_rate": None}):
-        assert bench.stopped_by(not_yet, 10_000_000, 0.5, 0).startswith("time budget of this session")
-    assert bench.stopped_by(row, 10_000_000, None, 0).startswith("time budget")  # goal rule off
+        assert why(not_yet).startswith("ended before its budgets"), not_yet
+    assert why(row, goal=None).startswith("ended before its budgets")  # goal rule off
