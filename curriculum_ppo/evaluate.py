@@ -518,6 +518,8 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
     if (json_path is not None and video_path is not None
             and json_path.resolve() == video_path.with_suffix(".png").resolve()):
         raise UserError(f"--json {json_path} is where the video's contact sheet goes; choose another name")
+    if video_path is not None:
+        check_writable(video_path.with_suffix(".png"), "--video's contact sheet")
     device = pick_device(settings.device)
     ckpt = load_for_eval(checkpoint, device)
     try:

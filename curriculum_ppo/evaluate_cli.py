@@ -58,7 +58,7 @@ def add_evaluate_parsers(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--json", metavar="OUT.json", help="write the results with per-episode scores and seeds")
     p.add_argument("--video", metavar="OUT.mp4", help="write an MP4 of the best episode (ties: the first) and OUT.png, "
-                                                     "a contact sheet of 8 evenly spaced frames")
+                                                     "a contact sheet of 8 evenly spaced frames (an existing OUT.png is replaced)")
     p.add_argument("--video-scale", type=int, default=2, help="video upscale factor (default 2: 640x420)")
     p.add_argument("--demo", metavar="FILE.h5", help="start episodes from a demo state (use with --start-frame)")
     p.add_argument("--start-frame", type=int, metavar="T",

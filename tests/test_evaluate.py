@@ -104,6 +104,15 @@ def test_bad_arguments_fail_before_any_work(capsys, tmp_path, args, match):
     assert_nothing_written(out_dir)
 
 
+def test_unwritable_contact_sheet_fails_before_any_work(capsys, tmp_path):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "v.png").mkdir()  # where the contact sheet of v.mp4 would go
+    fails(capsys, "evaluate", "--checkpoint", tmp_path / "missing.pt", "--video", out_dir / "v.mp4",
+          match="--video's contact sheet")
+    assert list(out_dir.iterdir()) == [out_dir / "v.png"]
+
+
 def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -171,12 +180,22 @@ def test_all_protocols_table_json_and_video(capsys, checkpoint, tmp_path):
     assert sheet is not None and sheet.shape == (2 * 420, 4 * 640, 3)
     cap = cv2.VideoCapture(str(out_video))
     try:
-        ok, first = cap.read()
+        frames = []
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame.astype(int))
     finally:
         cap.release()
-    # The sheet holds the exact first frame (PNG is lossless, the MP4 is not: compare loosely).
-    assert ok and np.abs(sheet[:420, :640].astype(int) - first.astype(int)).mean() < 8
-    assert sheet[420:, 1920:].any()  # the last tile (the episode's end) is a real frame, not padding
+    assert len(frames) == video["video_frames"]
+    # The first and last tiles are the episode's first and last frames (PNG is lossless, the MP4 is
+    # not: compare loosely, and check that the last tile is nearer the last frame than the first).
+    first_tile, last_tile = sheet[:420, :640].astype(int), sheet[420:, 1920:].astype(int)
+    assert np.abs(first_tile - frames[0]).mean() < 8
+    assert np.abs(last_tile - frames[-1]).mean() < 8
+    if np.abs(frames[-1] - frames[0]).mean() > 8:
+        assert np.abs(last_tile - frames[-1]).mean() < np.abs(last_tile - frames[0]).mean()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.mp4", "best.png", "eval.json"]  # no temp files
 
 
