@@ -67,7 +67,8 @@ def add_train_parser(sub) -> None:
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
-    g.add_argument("--threads", type=int, help="torch CPU threads")
+    g.add_argument("--threads", type=int, help="torch CPU threads of the learner (default: one per core on CPU, "
+                                               "1 with a GPU, where the env workers need the cores)")
     g.add_argument("--no-overlap", action="store_true", help="do not overlap rollouts with the PPO update")
     g.add_argument("--compile", action="store_true", help="torch.compile the network for the PPO update")
     g.add_argument("--status-every", type=float, help="seconds between status lines (default 5)")

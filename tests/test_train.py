@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.train import Trainer, TrainConfig, load_checkpoint, success_by_start_table
+from curriculum_ppo.train import Trainer, TrainConfig, learner_torch_threads, load_checkpoint, success_by_start_table
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 # --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
@@ -280,3 +280,9 @@ def test_pool_and_memory_flags_reach_the_config(tmp_path):
     config = build_config(parser.parse_args(base + ["--front-half-life", "32"]))
     assert not config.groups_by_worker and config.curriculum.front_half_life == 32.0
     assert TrainConfig().curriculum.front_half_life == 64.0 and not TrainConfig().groups_by_worker
+
+
+def test_learner_threads_leave_the_cores_to_the_env_workers_on_a_gpu():
+    assert learner_torch_threads(None, "cpu") is None  # the CPU update needs every core
+    assert learner_torch_threads(None, "cuda") == 1  # measured 1.7x faster on a 16-core GPU machine
+    assert learner_torch_threads(3, "cuda") == 3 and learner_torch_threads(3, "cpu") == 3  # --threads wins
