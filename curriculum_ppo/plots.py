@@ -44,7 +44,7 @@ def _save(fig, path: Path) -> Path:
 
 def _finish(fig, ax, ylabel: str, legend_loc: str, path: Path, title: str | None = None) -> Path:
     """The parts all three run plots share: axis labels, legend, grid, layout, atomic save."""
-    ax.set_xlabel("agent frames (millions)")
+    ax.set_xlabel("emulator frames (millions; 4 per agent step)")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)

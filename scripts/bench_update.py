@@ -105,8 +105,8 @@ def main() -> None:
     parser.add_argument("--recurrent", default="both", choices=["both", "no", "yes"])
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--minibatches", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=PPOConfig().num_epochs, help="default: training's")
+    parser.add_argument("--minibatches", type=int, default=PPOConfig().num_minibatches, help="default: training's")
     parser.add_argument("--obs-shape", type=lambda s: [int(x) for x in s.split(",")], default=[4, 84, 84],
                         help="C,H,W (default 4,84,84; 12,105,80 for 4 RGB frames)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates per network")
