@@ -10,8 +10,8 @@ accounted for).
 
 Everything a run produces goes into ``run_dir``: ``config.json``,
 ``metrics.jsonl`` (one line per update), TensorBoard events, ``checkpoints/``
-(``latest.pt`` + periodic, written atomically, also on SIGINT/SIGTERM) and PNG
-plots. Under ``torchrun`` the same loop runs once per rank (see
+(``latest.pt`` + periodic, written atomically, also on SIGINT/SIGTERM), PNG
+plots and ``stop.json`` (why the run stopped). Under ``torchrun`` the same loop runs once per rank (see
 :mod:`curriculum_ppo.distributed`).
 """
 
@@ -586,11 +586,13 @@ class Trainer:
                 print(f"training on {self.device} with {cfg.num_envs} envs in {self.pool.num_workers} workers"
                       f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
                       f"run dir {self.run_dir}", flush=True)
+            stop = ("frames", "frame budget used")
             while self.frames < cfg.total_frames and self._stop_signal is None:
                 reason = self._stop_reason(t0)
                 if reason is not None:
                     if reason != "time" and not self.quiet:
                         print(f"stopping: {reason}", flush=True)
+                    stop = ("time", "time budget (--minutes) used") if reason == "time" else ("goal", reason)
                     break
                 tick = time.time()
                 initial_hidden = None if hidden is None else hidden.clone()
@@ -652,8 +654,12 @@ class Trainer:
                 signal.signal(sig, handler)
             self.close()
         path = self.save_checkpoint()
+        if self._stop_signal is not None:
+            stop = ("signal", f"stopped by {self._stop_signal}")
         if self.dist.is_main:
             self._plots()
+            write_text_atomic(self.run_dir / "stop.json", json.dumps(
+                {"frames": self.frames, "kind": stop[0], "reason": stop[1]}) + "\n")
         if self.dist.world_size > 1:
             self._check_ranks_agree()
         if self._stop_signal is not None:

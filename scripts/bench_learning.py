@@ -105,22 +105,30 @@ def previous_stopped_by(json_path: Path) -> str | None:
 
 
 def stopped_by(last_row: dict, budget_frames: int, budget_seconds: float, seconds: float,
-               stop_at_success: float | None, rc: int, signalled: bool) -> str:
+               stop_at_success: float | None, rc: int, signalled: bool, record: dict | None = None) -> str:
     """Why the curriculum run's training ended, in words a reader of the JSON needs.
 
-    ``last_row`` is the run's last metrics row and ``seconds`` how long this invocation's training
-    process ran. train stops early for its goal rule (``--stop-at-success``) only once 20 or more
-    recent game-start episodes were judged; a run that ended before both budgets with exit 0 and a
-    qualifying ``from_start_success_rate`` in its last row stopped for that rule.
+    ``record`` is train's own account (``RUN/stop.json``: kind frames, time, goal or signal), used
+    when this invocation's training wrote one. Without it (a training that crashed, or an older
+    version of train) the reason is inferred from the exit code, the last metrics row and
+    ``seconds``, how long the training process ran (start-up included, so a goal-rule stop in the
+    last seconds of --minutes reads as the time budget).
     """
     if signalled:
         return f"interrupted by a signal (exit {rc}); run the same command to continue from the last checkpoint"
     if rc != 0:
         return f"training failed (exit {rc}); its last checkpoint is kept, see its output for the cause"
+    time_budget = "time budget of this session (--minutes); run the same command to continue"
+    if record:
+        kind = record.get("kind")
+        if kind == "goal":
+            return f"goal rule met (--stop-at-success {stop_at_success:g}: {record.get('reason')})"
+        if kind in ("frames", "time"):
+            return "frame budget used" if kind == "frames" else time_budget
     if last_row.get("frames", 0) >= budget_frames:
         return "frame budget used"
     if seconds >= budget_seconds:
-        return "time budget of this session (--minutes); run the same command to continue"
+        return time_budget
     rate = last_row.get("from_start_success_rate")
     if stop_at_success and last_row.get("start_frame") == 0 and rate is not None and rate >= stop_at_success:
         return (f"goal rule met (--stop-at-success {stop_at_success:g}: {rate:.0%} of the last 20-100 "
@@ -180,6 +188,49 @@ def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
     return {"episodes": len(scores), "scores": scores}
 
 
+def read_stop_record(run_dir: Path, since: float) -> dict | None:
+    """train's own account of why it stopped (``RUN/stop.json``), if this invocation's training wrote it."""
+    path = run_dir / "stop.json"
+    try:
+        if path.stat().st_mtime < since:
+            return None  # an earlier session's
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def eval_is_current(path: Path, frames: int) -> bool:
+    """Whether the evaluation file exists and evaluated the checkpoint at ``frames`` (not an earlier one)."""
+    try:
+        return json.loads(path.read_text()).get("training_frames") == frames
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def add_evaluation(report: dict, key: str, out_dir: Path, eval_path: Path, args, demo_return: float) -> None:
+    """Evaluate run ``key`` from the game start (reusing a current evaluation) and put its scores in the report.
+
+    --report-only evaluates nothing: without a current evaluation the run is reported without one.
+    """
+    run = report.setdefault(key, {})
+    frames = run.get("frames", 0)
+    if eval_is_current(eval_path, frames):
+        row = json.loads(eval_path.read_text())["protocols"][0]
+        run["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
+    elif args.report_only:
+        print(f"bench_learning: no evaluation of the {key} run at its {frames:,} frames in {eval_path}; "
+              f"run without --report-only to evaluate it", file=sys.stderr)
+        return
+    else:
+        run["eval_from_game_start"] = evaluate(out_dir / key, args.episodes, eval_path)
+    scores = run["eval_from_game_start"]["scores"]
+    run["fraction_ge_demo_return"] = sum(s >= demo_return for s in scores) / max(1, len(scores))
+    run["mean_score"] = sum(scores) / max(1, len(scores))
+    if key == "curriculum":
+        run["goal_met"] = bool(run.get("frames_to_start_frame_0") is not None
+                               and run["fraction_ge_demo_return"] >= 0.5 and frames <= 10_000_000)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10_000_000)
@@ -194,10 +245,12 @@ def main() -> None:
     parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--report-only", action="store_true",
-                        help="train and evaluate nothing: rebuild the JSON/PNG from the run dirs and evaluations")
+                        help="train and evaluate nothing: rebuild the JSON/PNG from the run dirs and their "
+                             "evaluations (one that predates the run's last checkpoint is left out)")
     parser.add_argument("--reuse-curriculum", action="store_true",
-                        help="do not train the curriculum run again: reuse its run dir and evaluation "
-                             "(to run the baseline later, e.g. after benchmarks that need a quiet machine)")
+                        help="do not train the curriculum run again: reuse its run dir, and its evaluation if "
+                             "that evaluated the last checkpoint (to run the baseline later, e.g. after "
+                             "benchmarks that need a quiet machine)")
     parser.add_argument("--report-every", type=float, default=60.0)
     parser.add_argument("--json", default=str(RESULTS / "bench_learning.json"),
                         help="report path; the PNG goes next to it with the same name")
@@ -205,7 +258,8 @@ def main() -> None:
     # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
     # would not reach it).
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, closing the terminal must not stop it
+        signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
@@ -254,58 +308,46 @@ def main() -> None:
     if args.report_only:
         args.reuse_curriculum = True
     rc, signalled = 0, False
-    if not (args.reuse_curriculum and cur_eval.exists()):
+    if not args.reuse_curriculum:
         before = curriculum_summary(read_rows(out_dir / "curriculum"))["frames"]
         with lock:
             report["sessions"].append({"date": date, "command": command, "frames_before": before})
+        started = time.time()
         rc, signalled, seconds = train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes,
                                        args.frames, runtime=["--stop-at-success", str(args.stop_at_success)])
         write()
         with lock:
             report["sessions"][-1]["frames_after"] = report["curriculum"]["frames"]
             last = (read_rows(out_dir / "curriculum") or [{}])[-1]
+            record = read_stop_record(out_dir / "curriculum", since=started)
             report["curriculum"]["stopped_by"] = stopped_by(last, args.frames, args.minutes * 60, seconds,
-                                                            args.stop_at_success, rc, signalled)
+                                                            args.stop_at_success, rc, signalled, record)
     elif carried_stop:  # --reuse-curriculum / --report-only: the reason is the last training session's
         write()
         report["curriculum"]["stopped_by"] = carried_stop
     write()
-    if rc != 0:
+    if rc != 0 or signalled:
         stop.set()
         print(f"bench_learning: training {'stopped' if signalled else 'failed'} (exit {rc}) at "
               f"{report['curriculum']['frames']:,} frames; {json_path} is up to date; run the same command "
               f"to continue (not evaluated)", file=sys.stderr)
         sys.exit(130 if signalled else 1)
     cur = report["curriculum"]
-    if args.reuse_curriculum and cur_eval.exists():
-        row = json.loads(cur_eval.read_text())["protocols"][0]
-        cur["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
-    else:
-        cur["eval_from_game_start"] = evaluate(out_dir / "curriculum", args.episodes, cur_eval)
-    if args.report_only and base_eval.exists():
+    add_evaluation(report, "curriculum", out_dir, cur_eval, args, demo_return)
+    if not args.skip_baseline:
+        if not args.report_only:
+            minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
+            rc, signalled, _ = train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
+            if rc != 0 or signalled:
+                write()
+                stop.set()
+                print(f"bench_learning: the baseline's training {'stopped' if signalled else 'failed'} (exit {rc}); "
+                      f"run with --reuse-curriculum to train it on from its checkpoint (not evaluated)",
+                      file=sys.stderr)
+                sys.exit(130 if signalled else 1)
         write()
-        row = json.loads(base_eval.read_text())["protocols"][0]
-        report["baseline"]["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
-    elif not args.skip_baseline:
-        minutes = args.baseline_minutes or max(1.0, cur["seconds"] / 60)
-        rc, signalled, _ = train(out_dir / "baseline", args, ["--no-curriculum"], minutes, max(cur["frames"], 1))
-        if rc != 0:
-            write()
-            stop.set()
-            print(f"bench_learning: the baseline's training {'stopped' if signalled else 'failed'} (exit {rc}); "
-                  f"run with --reuse-curriculum to train it on from its checkpoint (not evaluated)", file=sys.stderr)
-            sys.exit(130 if signalled else 1)
-        write()
-        report["baseline"]["eval_from_game_start"] = evaluate(out_dir / "baseline", args.episodes,
-                                                              out_dir / "baseline_eval.json")
+        add_evaluation(report, "baseline", out_dir, base_eval, args, demo_return)
     stop.set()
-    for key in ("curriculum", "baseline"):
-        if key in report and "eval_from_game_start" in report[key]:
-            scores = report[key]["eval_from_game_start"]["scores"]
-            report[key]["fraction_ge_demo_return"] = sum(s >= demo_return for s in scores) / max(1, len(scores))
-            report[key]["mean_score"] = sum(scores) / max(1, len(scores))
-    cur["goal_met"] = bool(cur.get("frames_to_start_frame_0") is not None
-                           and cur.get("fraction_ge_demo_return", 0) >= 0.5 and cur["frames"] <= 10_000_000)
     with lock:  # after the reporter's last write
         write_text_atomic(json_path, json.dumps(report, indent=2))
     plot(out_dir, png_path, report)

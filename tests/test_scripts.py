@@ -123,16 +123,21 @@ def test_bench_learning_refuses_an_unwritable_report_before_training(tmp_path):
     assert not (tmp_path / "runs" / "curriculum").exists()
 
 
-def test_bench_learning_stopped_by_names_the_reason():
+def _load_bench_learning():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_learning", BENCH_LEARNING)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_learning_stopped_by_names_the_reason():
+    bench = _load_bench_learning()
     row = {"frames": 5_000_000, "start_frame": 0, "from_start_success_rate": 0.55}
 
-    def why(row, seconds=100.0, goal=0.5, rc=0, signalled=False):
-        return bench.stopped_by(row, 10_000_000, 3600.0, seconds, goal, rc, signalled)
+    def why(row, seconds=100.0, goal=0.5, rc=0, signalled=False, record=None):
+        return bench.stopped_by(row, 10_000_000, 3600.0, seconds, goal, rc, signalled, record)
 
     assert why(row, rc=130, signalled=True).startswith("interrupted by a signal (exit 130)")
     assert why(row, rc=1).startswith("training failed (exit 1)")  # a crash is not called an interruption
@@ -143,3 +148,22 @@ def test_bench_learning_stopped_by_names_the_reason():
                     {**row, "from_start_success_rate": None}):
         assert why(not_yet).startswith("ended before its budgets"), not_yet
     assert why(row, goal=None).startswith("ended before its budgets")  # goal rule off
+    # train's own account (RUN/stop.json) wins over inference: a goal stop at the end of --minutes
+    goal = {"kind": "goal", "reason": "50% of the last 42 episodes from the game start beat the demo"}
+    assert why(row, seconds=3650.0, record=goal) == ("goal rule met (--stop-at-success 0.5: 50% of the last 42 "
+                                                     "episodes from the game start beat the demo)")
+    assert why({**row, "from_start_success_rate": 0.9}, record={"kind": "time"}).startswith("time budget")
+    assert why(row, record={"kind": "frames"}) == "frame budget used"
+    assert why(row, rc=1, record=goal).startswith("training failed")  # a stale record does not hide a crash
+
+
+def test_bench_learning_reuses_only_an_evaluation_of_the_last_checkpoint(tmp_path):
+    import json
+
+    bench = _load_bench_learning()
+    path = tmp_path / "eval.json"
+    assert not bench.eval_is_current(path, 2048)  # missing
+    path.write_text("{not json")
+    assert not bench.eval_is_current(path, 2048)
+    path.write_text(json.dumps({"training_frames": 2048, "protocols": []}))
+    assert bench.eval_is_current(path, 2048) and not bench.eval_is_current(path, 4096)

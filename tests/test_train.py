@@ -59,6 +59,19 @@ def test_train_writes_config_metrics_tensorboard_checkpoint_and_plots(tiny_run):
     assert len(rows[-1]["window_bin_success_rates"]) == 4  # front to back of the window
     text = (run_dir / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON: rates without episodes are null
+    # train's own account of why it stopped, for scripts that resume runs (bench_learning.py)
+    assert json.loads((run_dir / "stop.json").read_text()) == {"frames": 1280, "kind": "frames",
+                                                                 "reason": "frame budget used"}
+
+
+def test_minutes_budget_stops_the_run_and_says_so(tmp_path):
+    run_dir = tmp_path / "timed"
+    result = cli("train", "--demo", DEMO, "--run-dir", str(run_dir), "--frames", "10000000", "--minutes", "0.01",
+                 *TINY)
+    assert result.returncode == 0, result.stderr
+    stop = json.loads((run_dir / "stop.json").read_text())
+    assert stop["kind"] == "time" and 0 < stop["frames"] < 10_000_000
+    assert load_checkpoint(run_dir / "checkpoints" / "latest.pt")["frames"] == stop["frames"]
 
 
 def test_success_by_start_report_counts_every_demo_start_episode(tiny_run):
@@ -168,6 +181,7 @@ def test_sigint_writes_checkpoint_and_exits_cleanly(tmp_path):
     ckpt = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert ckpt["updates"] >= 2
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+    assert json.loads((run_dir / "stop.json").read_text())["kind"] == "signal"
 
 
 def test_resume_after_kill_9(tmp_path):
