@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks in one go (about 8 minutes on one H100 with 16 cores), so that
+# The GPU checks and benchmarks in one go (about 9 minutes on one H100 with 16 cores), so that
 # a short lease of a GPU machine is enough: each step has its own time limit and a failing step
 # does not stop the others. Results (JSON, logs) go to $OUT (default scripts/results/gpu).
 #
@@ -16,6 +16,7 @@ OUT=${OUT:-scripts/results/gpu}
 SMALL=${SMALL:-0}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
+exec > >(tee -a "$OUT/bench_gpu.log") 2>&1  # the whole log next to the results
 CORES=$(nproc)
 failed=0
 step() {  # step NAME SECONDS CMD...: run CMD with a time limit, log to $OUT/NAME.log
@@ -37,6 +38,7 @@ else
     TRAIN_FRAMES=3000000; EPISODES=4; TESTS="tests/test_policy_learner.py tests/test_train.py tests/test_evaluate.py"
 fi
 nvidia-smi -L 2>/dev/null
+lscpu 2>/dev/null | grep -m1 "Model name"; echo "$CORES cores"
 $PY -c "import torch, ale_py, gymnasium, h5py, cv2; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ale_py', ale_py.__version__, 'gymnasium', gymnasium.__version__)"
 
 step bench_update 150 $PY scripts/bench_update.py --device "$DEVICE" $UPD --json "$OUT/bench_update_$DEVICE.json"
@@ -53,5 +55,6 @@ cp "$RUN/metrics.jsonl" "$OUT/train_metrics.jsonl" 2>/dev/null
 step evaluate 90 $PY -m curriculum_ppo evaluate --checkpoint "$RUN/checkpoints/latest.pt" --device "$DEVICE" \
     --episodes "$EPISODES" --max-frames 4500 --json "$OUT/evaluate_$DEVICE.json" --video "$OUT/evaluate_$DEVICE.mp4"
 step tests 200 $PY -m pytest -q -x -p no:cacheprovider $TESTS
+rm -rf "$(dirname "$RUN")"
 echo "== $failed step(s) failed"
 exit $((failed > 0))

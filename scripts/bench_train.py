@@ -180,12 +180,14 @@ def main() -> None:
     parser.add_argument("--skip-cleanrl", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the Trainer's network")
     parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
-                        help="also measure the Trainer with these torch thread counts (default: torch's choice)")
+                        help="also measure the Trainer with these torch thread counts (the default row uses train's "
+                             "default: one per core on CPU, 1 with a GPU)")
     parser.add_argument("--pool-variants", action="store_true",
                         help="also measure the Trainer with --env-groups 2, --learner-steps-envs and "
                              "--env-groups WORKERS --groups-by-worker")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    torch_default_threads = torch.get_num_threads()  # before a Trainer on a GPU sets its learner's threads
     from curriculum_ppo.train import pick_device
 
     device = pick_device(args.device)
@@ -202,7 +204,7 @@ def main() -> None:
         rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
     rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
                                                        args.arch, compile=args.compile)
-    torch_default_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_default_threads)
     for n in args.trainer_threads:
         rows[f"curriculum_ppo_threads{n}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, threads=n)

@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import bench_trainer  # noqa: E402
 
-from curriculum_ppo.atomic import write_text_atomic  # noqa: E402
+from curriculum_ppo.atomic import check_destination, write_text_atomic  # noqa: E402
+from curriculum_ppo.errors import UserError  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +36,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "gpu" / "gpu_loop_probe.json"))
     args = parser.parse_args()
+    try:
+        check_destination(args.json, "--json")  # before minutes of measuring
+    except UserError as exc:
+        raise SystemExit(f"probe_gpu_loop: {exc}")
     device = torch.device(args.device)
     cores = os.cpu_count() or 1
     variants = [("default", {"threads": cores}), ("no_overlap", {"threads": cores, "overlap": False}),
