@@ -79,29 +79,26 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def previous_sessions(json_path: Path, run_dir: Path) -> list[dict]:
-    """Earlier invocations that trained the run this one resumes (a 10M-frame run on 2 cores spans sessions).
-
-    Read from the previous report; a report from before this field existed gives its own date and command.
-    """
-    if not run_dir.joinpath("checkpoints", "latest.pt").exists() or not json_path.exists():
-        return []
+def read_previous_report(json_path: Path) -> dict:
+    """The report an earlier invocation wrote ({} if there is none or it is unreadable)."""
     try:
         old = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def previous_sessions(old: dict, run_dir: Path) -> list[dict]:
+    """Earlier invocations that trained the run this one resumes (a 10M-frame run on 2 cores spans sessions).
+
+    Read from the previous report ``old``; a report from before this field existed gives its own date and command.
+    """
+    if not run_dir.joinpath("checkpoints", "latest.pt").exists() or not old:
         return []
     if isinstance(old.get("sessions"), list):
         return old["sessions"]
     return [{"date": old.get("date"), "command": old.get("command"), "frames_before": None,
              "frames_after": (old.get("curriculum") or {}).get("frames")}]
-
-
-def previous_stopped_by(json_path: Path) -> str | None:
-    """The previous report's reason for the end of training, kept when this invocation trains nothing."""
-    try:
-        return (json.loads(json_path.read_text()).get("curriculum") or {}).get("stopped_by")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
 
 
 def stopped_by(last_row: dict, budget_frames: int, budget_seconds: float, seconds: float,
@@ -170,6 +167,12 @@ def run_training(cmd: list[str]) -> tuple[int, bool, float]:
                 print("bench_learning: stopping: the training saves a checkpoint first", file=sys.stderr, flush=True)
 
 
+def exit_after_training(what: str, rc: int, signalled: bool, hint: str) -> None:
+    """One line on stderr and exit 130 (a signal stopped it) or 1 (it failed)."""
+    print(f"bench_learning: {what} {'stopped' if signalled else 'failed'} (exit {rc}){hint}", file=sys.stderr)
+    sys.exit(130 if signalled else 1)
+
+
 def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -182,8 +185,12 @@ def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
     rc = subprocess.call(cmd)
     if rc != 0:
         raise SystemExit(f"bench_learning: evaluating {run_dir} failed (exit {rc}); the run dir is kept")
-    data = json.loads(out.read_text())
-    row = data["protocols"][0] if "protocols" in data else data["results"][0]
+    return scores_from(json.loads(out.read_text()))
+
+
+def scores_from(evaluation: dict) -> dict:
+    """The report's summary of an ``evaluate --json`` file: its first protocol's episode scores."""
+    row = evaluation["protocols"][0] if "protocols" in evaluation else evaluation["results"][0]
     scores = row.get("scores") or [e["score"] for e in row.get("episodes", [])]
     return {"episodes": len(scores), "scores": scores}
 
@@ -215,8 +222,7 @@ def add_evaluation(report: dict, key: str, out_dir: Path, eval_path: Path, args,
     run = report.setdefault(key, {})
     frames = run.get("frames", 0)
     if eval_is_current(eval_path, frames):
-        row = json.loads(eval_path.read_text())["protocols"][0]
-        run["eval_from_game_start"] = {"episodes": len(row["scores"]), "scores": row["scores"]}
+        run["eval_from_game_start"] = scores_from(json.loads(eval_path.read_text()))
     elif args.report_only:
         print(f"bench_learning: no evaluation of the {key} run at its {frames:,} frames in {eval_path}; "
               f"run without --report-only to evaluate it", file=sys.stderr)
@@ -275,8 +281,10 @@ def main() -> None:
     report = {"date": date, "machine": platform.platform(), "cpu": cpu_model(),
               "cpus": os.cpu_count(), "command": command, "demo": str(DEMO.relative_to(ROOT)),
               "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
-    report["sessions"] = previous_sessions(json_path, out_dir / "curriculum")
-    carried_stop = previous_stopped_by(json_path)
+    old_report = read_previous_report(json_path)
+    report["sessions"] = previous_sessions(old_report, out_dir / "curriculum")
+    # kept when this invocation trains nothing (--reuse-curriculum / --report-only)
+    carried_stop = (old_report.get("curriculum") or {}).get("stopped_by")
     lock = threading.Lock()  # the reporter thread and the main thread both write the report
 
     def write():
@@ -328,10 +336,8 @@ def main() -> None:
     write()
     if rc != 0 or signalled:
         stop.set()
-        print(f"bench_learning: training {'stopped' if signalled else 'failed'} (exit {rc}) at "
-              f"{report['curriculum']['frames']:,} frames; {json_path} is up to date; run the same command "
-              f"to continue (not evaluated)", file=sys.stderr)
-        sys.exit(130 if signalled else 1)
+        exit_after_training("training", rc, signalled, f" at {report['curriculum']['frames']:,} frames; {json_path} "
+                            f"is up to date; run the same command to continue (not evaluated)")
     cur = report["curriculum"]
     add_evaluation(report, "curriculum", out_dir, cur_eval, args, demo_return)
     if not args.skip_baseline:
@@ -341,10 +347,8 @@ def main() -> None:
             if rc != 0 or signalled:
                 write()
                 stop.set()
-                print(f"bench_learning: the baseline's training {'stopped' if signalled else 'failed'} (exit {rc}); "
-                      f"run with --reuse-curriculum to train it on from its checkpoint (not evaluated)",
-                      file=sys.stderr)
-                sys.exit(130 if signalled else 1)
+                exit_after_training("the baseline's training", rc, signalled, "; run with --reuse-curriculum to train "
+                                    "it on from its checkpoint (not evaluated)")
         write()
         add_evaluation(report, "baseline", out_dir, base_eval, args, demo_return)
     stop.set()
