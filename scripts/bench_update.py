@@ -46,7 +46,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def random_batch(policy: ActorCritic, steps: int, envs: int, device: torch.device) -> RolloutBatch:
+def random_batch(policy: ActorCritic, steps: int, envs: int, device: torch.device,
+                 episode_length: float = 100.0) -> RolloutBatch:
     T, B, A = steps, envs, policy.config.num_actions
     return RolloutBatch(
         obs=torch.randint(0, 256, (T, B, *policy.config.obs_shape), dtype=torch.uint8),
@@ -55,7 +56,7 @@ def random_batch(policy: ActorCritic, steps: int, envs: int, device: torch.devic
         values=torch.zeros(T, B),
         advantages=torch.randn(T, B),
         returns=torch.randn(T, B),
-        episode_starts=torch.rand(T, B) < 0.01,
+        episode_starts=torch.rand(T, B) < 1.0 / episode_length,
         loss_mask=torch.ones(T, B),
         initial_state=policy.initial_state(B),
     ).to(device)
@@ -68,7 +69,7 @@ def bench_one(arch: str, recurrent: bool, args: argparse.Namespace, device: torc
     ).to(device)
     config = PPOConfig(num_epochs=args.epochs, num_minibatches=args.minibatches, amp=not args.no_amp)
     learner = PPOLearner(policy, config, device)
-    batch = random_batch(policy, args.steps, args.envs, device)
+    batch = random_batch(policy, args.steps, args.envs, device, args.episode_length)
     for _ in range(args.warmup):  # allocator, cuDNN algorithm choice, oneDNN primitive caches
         learner.update(batch)
     if device.type == "cuda":
@@ -109,6 +110,10 @@ def main() -> None:
     parser.add_argument("--minibatches", type=int, default=PPOConfig().num_minibatches, help="default: training's")
     parser.add_argument("--obs-shape", type=lambda s: [int(x) for x in s.split(",")], default=[4, 84, 84],
                         help="C,H,W (default 4,84,84; 12,105,80 for 4 RGB frames)")
+    parser.add_argument("--episode-length", type=float, default=100.0,
+                        help="mean episode length in agent steps: each step starts an episode with probability "
+                             "1/L. The GRU runs one call per stretch between episode starts, so shorter episodes "
+                             "cost recurrent policies more (default 100)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates per network")
     parser.add_argument("--repeats", type=int, default=3, help="timed updates per network")
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: bf16 trunk)")

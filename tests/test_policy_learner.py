@@ -130,18 +130,50 @@ def test_forward_sequence_matches_stepping_with_resets(arch):
     assert not torch.allclose(other_logits[:3, 0], seq_logits[:3, 0], atol=1e-5)
 
 
-def test_gru_step_matches_torch_gru_cell():
-    """The hand-written GRU step (input projection hoisted out of the loop) is exactly nn.GRUCell."""
+def test_gru_sequence_matches_a_gru_cell_loop_with_resets():
+    """The chunked nn.GRU recurrence gives GRUCell's outputs and gradients, step by step, resets included."""
     torch.manual_seed(0)
     policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
-    x = torch.randn(5, 64, requires_grad=True)
-    h = torch.randn(5, 64, requires_grad=True)
-    ours = policy._gru_step(policy._gru_input(x), h, None)
-    reference = policy.gru(x, h)
-    assert torch.allclose(ours, reference, atol=1e-6)
-    grads = torch.autograd.grad(ours.square().sum(), (x, h, policy.gru.weight_hh, policy.gru.weight_ih))
-    ref_grads = torch.autograd.grad(reference.square().sum(), (x, h, policy.gru.weight_hh, policy.gru.weight_ih))
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, ref_grads))
+    cell = torch.nn.GRUCell(64, 64)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(policy.gru, name + "_l0"))
+    T, B = 9, 4
+    x = torch.randn(T, B, 64, requires_grad=True)
+    h0 = torch.randn(B, 64, requires_grad=True)
+    starts = torch.zeros(T, B, dtype=torch.bool)
+    starts[0, 2] = True  # at the first step
+    starts[3, 0] = starts[3, 1] = True  # two envs at once
+    starts[4, 3] = True  # a stretch of one step (3..4)
+    starts[8, 0] = True  # at the last step
+
+    ours, final = policy._gru_sequence(x, h0, starts)
+    h, reference = h0, []
+    for t in range(T):
+        h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
+        reference.append(h)
+    reference = torch.stack(reference)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert torch.allclose(final, reference[-1], atol=1e-5)
+
+    weight = torch.randn(T, B, 64)  # a loss that weighs every step differently
+    grads = torch.autograd.grad((ours * weight).sum(), (x, h0, policy.gru.weight_hh_l0, policy.gru.weight_ih_l0))
+    ref_grads = torch.autograd.grad((reference * weight).sum(), (x, h0, cell.weight_hh, cell.weight_ih))
+    for ours_grad, ref_grad in zip(grads, ref_grads):
+        assert torch.allclose(ours_grad, ref_grad, atol=1e-4)
+    assert torch.count_nonzero(grads[1][2]) == 0  # env 2 starts at t=0: its initial state is not used
+
+
+def test_checkpoint_of_the_gru_cell_policy_still_loads():
+    """Policies saved when the GRU was an nn.GRUCell (keys without ``_l0``) load into today's nn.GRU."""
+    torch.manual_seed(0)
+    policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
+    old = {(k[:-3] if k.startswith("gru.") else k): v.clone() for k, v in policy.state_dict().items()}
+    assert "gru.weight_hh" in old and "gru.weight_hh_l0" not in old
+    fresh = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
+    fresh.load_state_dict(old)
+    obs = random_obs(2, obs_shape=SMALL_OBS)
+    assert torch.equal(fresh(obs)[0], policy(obs)[0])
 
 
 def test_feedforward_sequence_is_batched_forward():

@@ -120,6 +120,14 @@ def choose_actions(logits: Tensor, deterministic: bool = False, epsilon: Tensor 
     return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
 
+def _rename_gru_cell_keys(module, state_dict, prefix, *_args) -> None:
+    """Load checkpoints written before the GRU became an ``nn.GRU``: it was an ``nn.GRUCell``, whose
+    parameters have the same shapes and gate order but no ``_l0`` suffix."""
+    for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        if prefix + name in state_dict and prefix + name + "_l0" not in state_dict:
+            state_dict[prefix + name + "_l0"] = state_dict.pop(prefix + name)
+
+
 class ActorCritic(nn.Module):
     """Shared-trunk actor-critic for discrete actions.
 
@@ -174,14 +182,15 @@ class ActorCritic(nn.Module):
         self.fc = nn.Sequential(*fc)
 
         head_in = fc_size
-        self.gru: nn.GRUCell | None = None
+        self.gru: nn.GRU | None = None
         if config.recurrent:
-            self.gru = nn.GRUCell(fc_size, fc_size)
+            self.gru = nn.GRU(fc_size, fc_size)
             for name, param in self.gru.named_parameters():
                 if "weight" in name:
                     nn.init.orthogonal_(param, 1.0)
                 else:
                     nn.init.constant_(param, 0.0)
+            self.gru.register_load_state_dict_pre_hook(_rename_gru_cell_keys)
             head_in = 2 * fc_size
         self.policy_head = layer_init(nn.Linear(head_in, config.num_actions), std=0.01)
         self.value_head = layer_init(nn.Linear(head_in, 1), std=1.0)
@@ -217,29 +226,31 @@ class ActorCritic(nn.Module):
             features = self.fc(self.cnn(x))
         return features.float()
 
-    def _gru_input(self, features: Tensor) -> Tensor:
-        """Input half of the GRU gates, W_ih x + b_ih, for any number of time steps at once."""
-        return F.linear(features, self.gru.weight_ih, self.gru.bias_ih)
+    def _gru_sequence(self, features: Tensor, state: Tensor, episode_starts: Tensor | None) -> tuple[Tensor, Tensor]:
+        """GRU over a segment: features [T, B, H] -> (outputs [T, B, H], final state [B, H]).
 
-    def _gru_step(self, gate_x: Tensor, state: Tensor, starts: Tensor | None) -> Tensor:
-        """One GRU step (same equations and parameters as ``nn.GRUCell``) after zeroing state at episode starts.
-
-        Written out instead of calling ``self.gru`` so that the input projection
-        (``_gru_input``) is hoisted out of the time loop: one big matmul (and one
-        weight-gradient matmul) for the whole segment instead of T small ones.
-        What remains per step is the hidden-to-hidden matmul; its weight gradient
-        (T small outer products) dominates the recurrent backward on CPU when a
-        minibatch holds only a few environments.
+        The state of an env is zeroed just before the step at which its episode starts. ``nn.GRU``
+        cannot do that inside one call, so the segment is cut at every step where some env starts
+        an episode and each stretch between cuts is one ``nn.GRU`` call (cuDNN on a GPU, one C++
+        loop with batched weight gradients on the CPU). That replaced a Python loop of ``GRUCell``
+        steps: hundreds of small kernels per minibatch, 16x slower than the CNN on an H100
+        (``scripts/results/gpu``); ``scripts/bench_update.py --recurrent yes`` measures both.
+        Finding the cuts reads ``episode_starts`` on the host: one sync per segment (none for one step).
         """
-        if starts is not None:
-            state = state * (1.0 - starts.to(state.dtype)).unsqueeze(-1)
-        gate_h = F.linear(state, self.gru.weight_hh, self.gru.bias_hh)
-        x_r, x_z, x_n = gate_x.chunk(3, dim=-1)
-        h_r, h_z, h_n = gate_h.chunk(3, dim=-1)
-        reset = torch.sigmoid(x_r + h_r)
-        update = torch.sigmoid(x_z + h_z)
-        candidate = torch.tanh(x_n + reset * h_n)
-        return candidate + update * (state - candidate)  # (1 - z) * n + z * h
+        T = features.shape[0]
+        cuts = [0]
+        if episode_starts is not None:
+            keep = (~episode_starts.bool()).to(state.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
+            if T > 1:  # a single step (rollouts) needs no cut, and no sync
+                cuts += [t for t in episode_starts.bool().any(dim=1).nonzero().flatten().tolist() if t > 0]
+        outputs = []
+        for lo, hi in zip(cuts, cuts[1:] + [T]):
+            if episode_starts is not None:
+                state = state * keep[lo]
+            out, final = self.gru(features[lo:hi], state.unsqueeze(0).contiguous())
+            outputs.append(out)
+            state = final.squeeze(0)
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
 
     def _heads(self, core: Tensor) -> tuple[Tensor, Tensor]:
         return self.policy_head(core), self.value_head(core).squeeze(-1)
@@ -262,8 +273,9 @@ class ActorCritic(nn.Module):
         if state is None:
             state = self.initial_state(obs.shape[0], obs.device)
         with torch.autocast(device_type=obs.device.type, enabled=False):
-            new_state = self._gru_step(self._gru_input(features), state, episode_starts)
-            logits, value = self._heads(torch.cat([new_state, features], dim=-1))
+            starts = None if episode_starts is None else episode_starts.unsqueeze(0)
+            out, new_state = self._gru_sequence(features.unsqueeze(0), state, starts)
+            logits, value = self._heads(torch.cat([out.squeeze(0), features], dim=-1))
         return logits, value, new_state
 
     def _forward_sequence(
@@ -277,16 +289,9 @@ class ActorCritic(nn.Module):
             return logits, values, None
         if state is None:
             state = self.initial_state(B, obs.device)
-        outputs = []
         with torch.autocast(device_type=obs.device.type, enabled=False):
-            # unbind (not gate_x[t]): its backward stacks the T step gradients once, whereas indexing would
-            # materialize a full [T, B, 3H] zero gradient per step (quadratic in T).
-            gate_x = self._gru_input(features).unbind(0)  # input projection hoisted out of the loop
-            starts = [None] * T if episode_starts is None else episode_starts.unbind(0)
-            for t in range(T):
-                state = self._gru_step(gate_x[t], state, starts[t])
-                outputs.append(state)
-            logits, values = self._heads(torch.cat([torch.stack(outputs), features], dim=-1))
+            outputs, state = self._gru_sequence(features, state, episode_starts)
+            logits, values = self._heads(torch.cat([outputs, features], dim=-1))
         return logits, values, state
 
     def forward_sequence(
