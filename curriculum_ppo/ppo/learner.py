@@ -16,7 +16,8 @@ Design points, and why:
 * No host synchronization inside the minibatch loop: statistics are kept as
   device tensors and converted to Python floats once at the end. The only syncs
   are one small copy of ``loss_mask`` to the CPU at the start (to skip
-  minibatches with no valid sample) and, if ``target_kl`` is set, one per epoch.
+  minibatches with no valid sample), if ``target_kl`` is set one per epoch, and
+  for a recurrent policy one per minibatch (the GRU reads where episodes start).
 * Mixed precision (CUDA only): the policy's conv trunk runs in bfloat16, GRU and
   heads in float32 (see ``policy.py``). bfloat16 has float32's range, so no
   gradient scaler is needed.

@@ -21,7 +21,11 @@ and both heads stay in float32. PPO divides new by old action probabilities, and
 with clip 0.1 the ~1% rounding error of bfloat16 logits would already be a
 visible fraction of the trust region; a 128-step recurrence would also
 accumulate bfloat16 rounding. Because the switch lives on the module, rollouts
-(``act``) and training see exactly the same numerics, so the first PPO ratio is 1.
+(``act``) and training see the same numerics, so the first PPO ratio is 1 up to
+float32 rounding. One caveat on GPUs: cuDNN runs the GRU (``nn.GRU``) with TF32
+matmuls unless ``torch.backends.cudnn.allow_tf32`` is False (torch's default is
+True, and the policy does not change process-wide settings). TF32 rounds to about
+1e-3, ten times finer than bfloat16; set the flag to False for a float32 recurrence.
 """
 
 from __future__ import annotations
@@ -231,12 +235,15 @@ class ActorCritic(nn.Module):
 
         The state of an env is zeroed just before the step at which its episode starts. ``nn.GRU``
         cannot do that inside one call, so the segment is cut at every step where some env starts
-        an episode and each stretch between cuts is one ``nn.GRU`` call (cuDNN on a GPU, one C++
-        loop with batched weight gradients on the CPU). That replaced a Python loop of ``GRUCell``
-        steps: hundreds of small kernels per minibatch, 16x slower than the CNN on an H100
-        (``scripts/results/gpu``); ``scripts/bench_update.py --recurrent yes`` measures both.
-        Finding the cuts reads ``episode_starts`` on the host: one sync per segment (none for one step).
+        an episode and each stretch between cuts is one ``nn.GRU`` call (cuDNN on a GPU, a C++ loop
+        on the CPU). It replaced a Python loop of ``GRUCell`` steps, hundreds of small kernels per
+        minibatch, which made recurrent updates 16x slower than the CNN's on an H100
+        (``scripts/results/gpu``, measured before the change). Short episodes mean more cuts, so
+        more calls. Finding the cuts reads ``episode_starts`` on the host: one sync per segment
+        (none for the single steps of rollouts).
         """
+        if features.is_cuda:
+            self.gru.flatten_parameters()  # a deep copy (the Trainer's behaviour policy) unflattens the weights
         T = features.shape[0]
         cuts = [0]
         if episode_starts is not None:
