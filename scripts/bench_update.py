@@ -67,6 +67,7 @@ def bench_one(arch: str, recurrent: bool, args: argparse.Namespace, device: torc
     policy = ActorCritic(
         PolicyConfig(num_actions=18, arch=arch, recurrent=recurrent, obs_shape=tuple(args.obs_shape))
     ).to(device)
+    policy.gru_packed = {"auto": None, "packed": True, "stretches": False}[args.gru_path]
     config = PPOConfig(num_epochs=args.epochs, num_minibatches=args.minibatches, amp=not args.no_amp)
     learner = PPOLearner(policy, config, device)
     batch = random_batch(policy, args.steps, args.envs, device, args.episode_length)
@@ -114,6 +115,9 @@ def main() -> None:
                         help="mean episode length in agent steps: each step starts an episode with probability "
                              "1/L. The GRU runs one call per stretch between episode starts, so shorter episodes "
                              "cost recurrent policies more (default 100)")
+    parser.add_argument("--gru-path", default="auto", choices=["auto", "packed", "stretches"],
+                        help="how the GRU handles episode starts (ActorCritic._gru_sequence); auto: packed on "
+                             "GPUs, and on CPUs when the longest episode piece is at most half the segment")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates per network")
     parser.add_argument("--repeats", type=int, default=3, help="timed updates per network")
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: bf16 trunk)")

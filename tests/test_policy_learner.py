@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
-from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, unwrap
+from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, episode_pieces, unwrap
 
 SMALL_OBS = (1, 36, 36)  # the smallest frame the 8/4, 4/2, 3/1 conv stack accepts
 SMALL = dict(obs_shape=SMALL_OBS, hidden_size=64)  # cheap nets for the learner tests
@@ -130,7 +130,8 @@ def test_forward_sequence_matches_stepping_with_resets(arch):
     assert not torch.allclose(other_logits[:3, 0], seq_logits[:3, 0], atol=1e-5)
 
 
-def test_gru_sequence_matches_a_gru_cell_loop_with_resets():
+@pytest.mark.parametrize("packed", [False, True], ids=["stretches", "packed"])
+def test_gru_sequence_matches_a_gru_cell_loop_with_resets(packed):
     """The chunked nn.GRU recurrence gives GRUCell's outputs and gradients, step by step, resets included."""
     torch.manual_seed(0)
     policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
@@ -147,7 +148,7 @@ def test_gru_sequence_matches_a_gru_cell_loop_with_resets():
     starts[4, 3] = True  # a stretch of one step (3..4)
     starts[8, 0] = True  # at the last step
 
-    ours, final = policy._gru_sequence(x, h0, starts)
+    ours, final = policy._gru_sequence(x, h0, starts, packed=packed)
     h, reference = h0, []
     for t in range(T):
         h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
@@ -162,6 +163,48 @@ def test_gru_sequence_matches_a_gru_cell_loop_with_resets():
     for ours_grad, ref_grad in zip(grads, ref_grads):
         assert torch.allclose(ours_grad, ref_grad, atol=1e-4)
     assert torch.count_nonzero(grads[1][2]) == 0  # env 2 starts at t=0: its initial state is not used
+
+
+def test_episode_pieces_cuts_each_env_at_its_episode_starts():
+    starts = torch.zeros(5, 3, dtype=torch.bool)  # [T, B]
+    starts[2, 0] = True  # env 0: pieces t 0-1 and 2-4
+    starts[0, 1] = starts[1, 1] = True  # env 1: pieces t 0 and 1-4, both starting an episode
+    pieces = episode_pieces(starts)  # env 2: one piece, t 0-4, continuing its episode
+    assert pieces.lengths.tolist() == [2, 3, 1, 4, 5]
+    assert pieces.env.tolist() == [0, 0, 1, 1, 2]
+    assert pieces.continues.tolist() == [True, False, False, False, True]
+    assert pieces.last.tolist() == [1, 3, 4]
+    # step (b, t) lands at (position in its piece, piece) of a [longest=5, pieces=5] layout
+    slots = pieces.slot.view(3, 5)
+    assert slots[0].tolist() == [0 * 5 + 0, 1 * 5 + 0, 0 * 5 + 1, 1 * 5 + 1, 2 * 5 + 1]
+    assert slots[1].tolist() == [0 * 5 + 2, 0 * 5 + 3, 1 * 5 + 3, 2 * 5 + 3, 3 * 5 + 3]
+    assert slots[2].tolist() == [t * 5 + 4 for t in range(5)]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["stretches", "packed"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_gru_sequence_matches_a_gru_cell_loop_for_random_resets(seed, packed):
+    torch.manual_seed(seed)
+    policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, obs_shape=SMALL_OBS, hidden_size=16))
+    cell = torch.nn.GRUCell(16, 16)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(policy.gru, name + "_l0"))
+    T, B = 20, 6
+    starts = torch.rand(T, B) < torch.tensor([0.0, 0.05, 0.2, 0.5, 1.0, 0.3])  # env 4 starts an episode every step
+    x = torch.randn(T, B, 16, requires_grad=True)
+    h0 = torch.randn(B, 16)
+    ours, final = policy._gru_sequence(x, h0, starts, packed=packed)
+    h, reference = h0, []
+    for t in range(T):
+        h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
+        reference.append(h)
+    reference = torch.stack(reference)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert torch.allclose(final, h, atol=1e-5)
+    grad, = torch.autograd.grad(ours.sum(), x)
+    ref_grad, = torch.autograd.grad(reference.sum(), x)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
 
 
 def test_checkpoint_of_the_gru_cell_policy_still_loads():

@@ -124,6 +124,40 @@ def choose_actions(logits: Tensor, deterministic: bool = False, epsilon: Tensor 
     return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
 
+@dataclass
+class EpisodePieces:
+    """How a [T, B] segment splits into per-env episode pieces (see :func:`episode_pieces`)."""
+
+    slot: Tensor  # [B*T]: where step (b, t), env-major, goes in the padded [longest, pieces] layout (flattened)
+    lengths: Tensor  # [pieces] steps per piece (int64, on the CPU, as pack_padded_sequence wants)
+    env: Tensor  # [pieces] the env of each piece
+    continues: Tensor  # [pieces] True for a piece that continues the env's episode from before the segment
+    last: Tensor  # [B] the index of each env's last piece (its final state is the env's)
+
+
+def episode_pieces(episode_starts: Tensor) -> EpisodePieces:
+    """Cut each env's column of a [T, B] segment at its episode starts.
+
+    Pieces are numbered env by env, in time order; a piece begins at t = 0 or at an episode start.
+    Pure index arithmetic on the CPU, so the GRU can run all pieces as one packed sequence batch.
+    """
+    T, B = episode_starts.shape
+    begins = episode_starts.t().clone()  # [B, T]
+    begins[:, 0] = True
+    flat = begins.reshape(-1)
+    piece = flat.long().cumsum(0) - 1  # [B*T] piece of each step
+    n = int(piece[-1]) + 1
+    step = torch.arange(T).repeat(B)
+    first_step = step[flat]  # [pieces] t at which each piece begins
+    return EpisodePieces(
+        slot=(step - first_step[piece]) * n + piece,
+        lengths=torch.bincount(piece, minlength=n),
+        env=torch.arange(B).repeat_interleave(T)[flat],
+        continues=~episode_starts.t().reshape(-1)[flat],
+        last=piece.view(B, T)[:, -1].clone(),
+    )
+
+
 def _rename_gru_cell_keys(module, state_dict, prefix, *_args) -> None:
     """Load checkpoints written before the GRU became an ``nn.GRU``: it was an ``nn.GRUCell``, whose
     parameters have the same shapes and gate order but no ``_l0`` suffix."""
@@ -161,6 +195,8 @@ class ActorCritic(nn.Module):
         fc_size = config.hidden_size or fc_size
         self.hidden_size = fc_size
         self.autocast_dtype: torch.dtype | None = None
+        # How the GRU handles episode starts inside a segment (see _gru_sequence); None: chosen per call.
+        self.gru_packed: bool | None = None
 
         layers: list[nn.Module] = []
         in_channels = config.obs_shape[0]
@@ -230,34 +266,67 @@ class ActorCritic(nn.Module):
             features = self.fc(self.cnn(x))
         return features.float()
 
-    def _gru_sequence(self, features: Tensor, state: Tensor, episode_starts: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _gru_sequence(self, features: Tensor, state: Tensor, episode_starts: Tensor | None,
+                      packed: bool | None = None) -> tuple[Tensor, Tensor]:
         """GRU over a segment: features [T, B, H] -> (outputs [T, B, H], final state [B, H]).
 
-        The state of an env is zeroed just before the step at which its episode starts. ``nn.GRU``
-        cannot do that inside one call, so the segment is cut at every step where some env starts
-        an episode and each stretch between cuts is one ``nn.GRU`` call (cuDNN on a GPU, a C++ loop
-        on the CPU). It replaced a Python loop of ``GRUCell`` steps, hundreds of small kernels per
-        minibatch, which made recurrent updates 16x slower than the CNN's on an H100
-        (``scripts/results/gpu``, measured before the change). Short episodes mean more cuts, so
-        more calls. Finding the cuts reads ``episode_starts`` on the host: one sync per segment
-        (none for the single steps of rollouts).
+        The state of an env is zeroed just before the step at which its episode starts, which
+        ``nn.GRU`` cannot do inside a sequence. Two ways around it, same results:
+
+        * ``packed``: each env's column is cut into its episode pieces (:func:`episode_pieces`)
+          and all pieces run as one packed ``nn.GRU`` call, each from zero or, for a piece that
+          continues an episode, from the env's ``state``. One cuDNN call per minibatch however many
+          episodes start in it, so always used on GPUs. On CPUs the recurrence is then only as
+          deep as the longest piece, but each of its steps costs more, so it is used when the
+          longest piece is at most half the segment (measured on 2 cores, 128 steps, GRU 512:
+          one env with ~26-step episodes took 111 ms packed vs. 257 ms in stretches; 8 envs, whose
+          longest piece was 118 steps, 556 vs. 453 ms).
+        * stretches: the segment is cut at every step where some env starts an episode, one
+          ``nn.GRU`` call per stretch.
+
+        Both replaced a Python loop of ``GRUCell`` steps, hundreds of small kernels per minibatch,
+        which made recurrent updates 16x slower than the CNN's on an H100 (``scripts/results/gpu``,
+        measured before the change). Finding the cuts reads ``episode_starts`` on the host: one
+        sync per segment (none for a single step, as in rollouts).
         """
         if features.is_cuda:
             self.gru.flatten_parameters()  # a deep copy (the Trainer's behaviour policy) unflattens the weights
         T = features.shape[0]
-        cuts = [0]
         if episode_starts is not None:
-            keep = (~episode_starts.bool()).to(state.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
-            if T > 1:  # a single step (rollouts) needs no cut, and no sync
-                cuts += [t for t in episode_starts.bool().any(dim=1).nonzero().flatten().tolist() if t > 0]
+            state = state * (~episode_starts[0].bool()).to(state.dtype).unsqueeze(-1)
+        if episode_starts is None or T == 1 or not episode_starts[1:].bool().any():
+            out, final = self.gru(features, state.unsqueeze(0).contiguous())
+            return out, final.squeeze(0)
+        starts = episode_starts.bool().cpu()
+        pieces = episode_pieces(starts)
+        packed = self.gru_packed if packed is None else packed
+        if packed is None:  # see the docstring
+            packed = features.is_cuda or 2 * int(pieces.lengths.max()) <= T
+        if packed:
+            return self._gru_packed(features, state, pieces)
         outputs = []
+        cuts = [0] + [t for t in starts.any(dim=1).nonzero().flatten().tolist() if t > 0]
+        keep = (~episode_starts.bool()).to(state.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
         for lo, hi in zip(cuts, cuts[1:] + [T]):
-            if episode_starts is not None:
-                state = state * keep[lo]
-            out, final = self.gru(features[lo:hi], state.unsqueeze(0).contiguous())
+            out, final = self.gru(features[lo:hi], (state * keep[lo]).unsqueeze(0).contiguous())
             outputs.append(out)
             state = final.squeeze(0)
-        return torch.cat(outputs) if len(outputs) > 1 else outputs[0], state
+        return torch.cat(outputs), state
+
+    def _gru_packed(self, features: Tensor, state: Tensor, pieces: EpisodePieces) -> tuple[Tensor, Tensor]:
+        """The packed way of :meth:`_gru_sequence`."""
+        T, B = features.shape[:2]
+        dev = features.device
+        slot, env, last = (x.to(dev, non_blocking=True) for x in (pieces.slot, pieces.env, pieces.last))
+        n, longest = len(pieces.lengths), int(pieces.lengths.max())
+        by_env = features.transpose(0, 1).reshape(B * T, -1)  # env-major, as the pieces are numbered
+        padded = by_env.new_zeros(longest * n, by_env.shape[1]).index_copy(0, slot, by_env).view(longest, n, -1)
+        h0 = state[env] * pieces.continues.to(dev, state.dtype, non_blocking=True).unsqueeze(-1)
+        packed = nn.utils.rnn.pack_padded_sequence(padded, pieces.lengths, enforce_sorted=False)
+        out, h_n = self.gru(packed, h0.unsqueeze(0).contiguous())
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, total_length=longest)
+        outputs = out.reshape(longest * n, -1)[slot].view(B, T, -1).transpose(0, 1)
+        return outputs, h_n.squeeze(0)[last]
 
     def _heads(self, core: Tensor) -> tuple[Tensor, Tensor]:
         return self.policy_head(core), self.value_head(core).squeeze(-1)
