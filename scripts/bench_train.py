@@ -1,12 +1,17 @@
 #!/usr/bin/env python
-"""Whole-training-loop speed: curriculum_ppo's Trainer vs. a CleanRL-style loop, same run.
+"""Whole-training-loop speed: curriculum_ppo's Trainer vs. CleanRL-style loops, same run.
 
-Both train the same network with the same PPO settings on the same env
+All train the same network (``--arch``, Nature CNN by default; the reference exists for that one
+only) with the same PPO settings on the same env
 (Montezuma's Revenge from the bundled demo's states, 84x84x4):
 
-* ``cleanrl_style``: gymnasium SyncVectorEnv, collect ``steps`` steps with
-  one policy call per step, then the PPO update, strictly in sequence (the
-  structure of CleanRL's ppo_atari.py);
+* ``cleanrl_reference``: CleanRL's ppo_atari.py as a user would run it (its
+  own agent, float32 buffers and update code, written independently of ours),
+  gymnasium SyncVectorEnv, collect ``steps`` steps with one policy call per
+  step, then the PPO update, strictly in sequence;
+* ``cleanrl_style``: the same sequential structure, but with our network and
+  learner, so that its ratio to the Trainer isolates the loop (overlap,
+  shared-memory workers) from the learner's code;
 * ``curriculum_ppo``: the Trainer (shared-memory env workers, rollout of the
   next batch overlapped with the PPO update of the previous one).
 
@@ -39,6 +44,12 @@ from curriculum_ppo.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
+
+
+def sync(device) -> None:
+    """Wait for the GPU's queued work before reading the clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
@@ -93,21 +104,16 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
-    """Synchronous collect-then-update, as in CleanRL's ppo_atari.py (same net, learner and GAE)."""
+def _demo_start_sync_envs(num_envs):
+    """gymnasium SyncVectorEnv of AtariEnvs that start where a fresh curriculum (the Trainer's) starts them."""
     import gymnasium as gym
 
+    from curriculum_ppo.curriculum import CurriculumScheduler
     from curriculum_ppo.demo.store import load_demo
     from curriculum_ppo.envs.atari import AtariEnv
-    from curriculum_ppo.ppo.gae import compute_gae
-    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
-    from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
     demo = load_demo(DEMO)
-
-    from curriculum_ppo.curriculum import CurriculumScheduler
-
-    scheduler = CurriculumScheduler(len(demo))  # the same start frames as the Trainer's
+    scheduler = CurriculumScheduler(len(demo))
     rng = np.random.default_rng(0)
 
     class DemoStart(gym.Wrapper):
@@ -118,7 +124,16 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
         def reset(self, **kwargs):
             return self.env.reset(options={"start_frame": scheduler.sample_start(rng, self.index, num_envs)})
 
-    envs = gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i), i) for i in range(num_envs)])
+    return gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i), i) for i in range(num_envs)])
+
+
+def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
+    """Synchronous collect-then-update, as in CleanRL's ppo_atari.py (same net, learner and GAE)."""
+    from curriculum_ppo.ppo.gae import compute_gae
+    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+    from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
+
+    envs = _demo_start_sync_envs(num_envs)
     policy = ActorCritic(PolicyConfig(num_actions=18, arch=arch)).to(device)
     cfg = PPOConfig()
     learner = PPOLearner(policy, cfg, device)
@@ -150,6 +165,126 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     return updates * T * B / elapsed
 
 
+def bench_cleanrl_reference(device, num_envs, steps, updates) -> float:
+    """CleanRL's ppo_atari.py as a user would run it, written independently of our PPO code.
+
+    Its own Nature-CNN agent (NCHW, ``x / 255`` in the forward pass, ``torch.distributions.Categorical``),
+    a float32 observation buffer, GAE as a Python loop over time, and the update loop of ppo_atari.py
+    (shuffled minibatches, clipped policy and value losses, advantage normalization per minibatch,
+    gradient clipping, Adam), including what CleanRL does by default beside the maths: cuDNN in
+    deterministic mode (``torch_deterministic``) and the per-minibatch ``.item()`` of the clip fraction
+    and per-update explained variance it logs. Batch, epochs and minibatches are training's defaults,
+    so it does the same work per agent step as ``cleanrl_style``; what differs is our learner's code
+    (uint8 rollouts, channels-last convolutions, no host syncs), which ``cleanrl_style`` shares with the
+    Trainer. The envs are our AtariEnv with demo starts (as for the other contenders), not CleanRL's
+    wrapper stack.
+    """
+    from torch import nn
+    from torch.distributions import Categorical
+
+    from curriculum_ppo.ppo.learner import PPOConfig
+
+    cfg = PPOConfig()
+
+    def init(layer, std=2 ** 0.5):
+        nn.init.orthogonal_(layer.weight, std)
+        nn.init.constant_(layer.bias, 0.0)
+        return layer
+
+    class Agent(nn.Module):
+        def __init__(self, n_actions):
+            super().__init__()
+            self.network = nn.Sequential(
+                init(nn.Conv2d(4, 32, 8, stride=4)), nn.ReLU(), init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+                init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(), nn.Flatten(), init(nn.Linear(64 * 7 * 7, 512)),
+                nn.ReLU())
+            self.actor = init(nn.Linear(512, n_actions), std=0.01)
+            self.critic = init(nn.Linear(512, 1), std=1.0)
+
+        def get_value(self, x):
+            return self.critic(self.network(x / 255.0))
+
+        def get_action_and_value(self, x, action=None):
+            hidden = self.network(x / 255.0)
+            probs = Categorical(logits=self.actor(hidden))
+            if action is None:
+                action = probs.sample()
+            return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+    deterministic = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True  # CleanRL's default (--torch-deterministic); restored below
+    envs = _demo_start_sync_envs(num_envs)
+    agent = Agent(18).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+    T, B = steps, num_envs
+    obs = torch.zeros((T, B, 4, 84, 84), device=device)
+    actions, logprobs, rewards, dones, values = (torch.zeros((T, B), device=device) for _ in range(5))
+    next_obs, _ = envs.reset(seed=0)
+    next_obs, next_done = torch.Tensor(next_obs).to(device), torch.zeros(B, device=device)
+    batch_size = T * B
+    minibatch_size = batch_size // cfg.num_minibatches
+    start = None
+    for update in range(updates + 1):
+        if update == 1:
+            sync(device)
+            start = time.perf_counter()
+        for t in range(T):
+            obs[t], dones[t] = next_obs, next_done
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[t] = value.flatten()
+            actions[t], logprobs[t] = action, logprob
+            next_obs, reward, term, trunc, _ = envs.step(action.cpu().numpy())
+            rewards[t] = torch.tensor(reward, device=device).view(-1)
+            next_obs = torch.Tensor(next_obs).to(device)
+            next_done = torch.Tensor(np.logical_or(term, trunc)).to(device)
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs).reshape(1, -1)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = 0
+            for t in reversed(range(T)):
+                if t == T - 1:
+                    nextnonterminal, nextvalues = 1.0 - next_done, next_value
+                else:
+                    nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+                delta = rewards[t] + cfg.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + cfg.gamma * cfg.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+        b_obs, b_logprobs, b_actions = obs.reshape(-1, 4, 84, 84), logprobs.reshape(-1), actions.reshape(-1)
+        b_advantages, b_returns, b_values = advantages.reshape(-1), returns.reshape(-1), values.reshape(-1)
+        b_inds = np.arange(batch_size)
+        clipfracs = []
+        for _epoch in range(cfg.num_epochs):
+            np.random.shuffle(b_inds)
+            for lo in range(0, batch_size, minibatch_size):
+                mb = b_inds[lo:lo + minibatch_size]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions.long()[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # noqa: F841 (logged by CleanRL)
+                    clipfracs.append(((ratio - 1.0).abs() > cfg.clip_coef).float().mean().item())
+                mb_adv = b_advantages[mb]
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef,
+                                                                          1 + cfg.clip_coef)).mean()
+                newvalue = newvalue.view(-1)
+                v_clipped = b_values[mb] + torch.clamp(newvalue - b_values[mb], -cfg.clip_coef, cfg.clip_coef)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                loss = pg_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * v_loss
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        explained_var = np.nan if np.var(y_true) == 0 else 1 - np.var(y_true - y_pred) / np.var(y_true)  # noqa: F841
+    sync(device)
+    elapsed = time.perf_counter() - start
+    envs.close()
+    torch.backends.cudnn.deterministic = deterministic
+    return updates * T * B / elapsed
+
+
 def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None,
                   env_groups=1, learner_steps_envs=False, groups_by_worker=False):
     from curriculum_ppo.train import Trainer, TrainConfig
@@ -177,7 +312,9 @@ def main() -> None:
     parser.add_argument("--arch", default="nature")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--env-seconds", type=float, default=15.0)
-    parser.add_argument("--skip-cleanrl", action="store_true")
+    parser.add_argument("--skip-cleanrl", action="store_true", help="measure neither CleanRL-style loop")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="leave out cleanrl_reference (CleanRL's own code), keep cleanrl_style")
     parser.add_argument("--compile", action="store_true", help="torch.compile the Trainer's network")
     parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
                         help="also measure the Trainer with these torch thread counts (the default row uses train's "
@@ -201,6 +338,8 @@ def main() -> None:
     cap = update_sps / epochs
     rows["env_only"], env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
     if not args.skip_cleanrl:
+        if args.arch == "nature" and not args.skip_reference:
+            rows["cleanrl_reference"] = bench_cleanrl_reference(device, args.envs, args.steps, args.updates)
         rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
     rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
                                                        args.arch, compile=args.compile)
@@ -229,11 +368,13 @@ def main() -> None:
     print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
     print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s"
           + (f" = {overlap_bound / rows['cleanrl_style']:.2f}x the CleanRL-style loop" if "cleanrl_style" in rows else ""))
-    print(f"{'loop':<30} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cleanrl':>11} {'vs env-only':>12}")
-    base = rows.get("cleanrl_style")
+    print(f"{'loop':<30} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cl-style':>11} {'vs reference':>13} "
+          f"{'vs env-only':>12}")
+    base, reference = rows.get("cleanrl_style"), rows.get("cleanrl_reference")
     for name, sps in rows.items():
         print(f"{name:<30} {sps:>14.0f} {4 * sps:>9.0f} {sps / cap:>7.0%} "
-              f"{(f'{sps / base:.2f}x' if base else '-'):>11} {sps / rows['env_only']:>11.0%}")
+              f"{(f'{sps / base:.2f}x' if base else '-'):>11} {(f'{sps / reference:.2f}x' if reference else '-'):>13} "
+              f"{sps / rows['env_only']:>11.0%}")
     print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "cpus": os.cpu_count(), "device": str(device),
@@ -244,6 +385,7 @@ def main() -> None:
            "perfect_overlap_bound_agent_steps_per_s": overlap_bound,
            "fraction_of_overlap_bound": rows["curriculum_ppo"] / overlap_bound,
            "speedup_vs_cleanrl_style": rows["curriculum_ppo"] / base if base else None,
+           "speedup_vs_cleanrl_reference": rows["curriculum_ppo"] / reference if reference else None,
            "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
            "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
     json_path.parent.mkdir(parents=True, exist_ok=True)
