@@ -277,10 +277,13 @@ class ActorCritic(nn.Module):
           and all pieces run as one packed ``nn.GRU`` call, each from zero or, for a piece that
           continues an episode, from the env's ``state``. One cuDNN call per minibatch however many
           episodes start in it, so always used on GPUs. On CPUs the recurrence is then only as
-          deep as the longest piece, but each of its steps costs more, so it is used when the
-          longest piece is at most half the segment (measured on 2 cores, 128 steps, GRU 512:
-          one env with ~26-step episodes took 111 ms packed vs. 257 ms in stretches; 8 envs, whose
-          longest piece was 118 steps, 556 vs. 453 ms).
+          deep as the longest piece, but each step of a packed batch costs more; measured on 2
+          cores (128 steps, GRU 512, forward+backward, 2026-11-27) packed vs.
+          stretches took 50 vs. 119 ms for 1 env with ~26-step episodes, 84 vs. 91 ms for 1 env
+          with ~100-step ones, 118 vs. 197 ms for 4 envs (~26 steps), 301 vs. 283 ms for 8 envs
+          (~26 steps, longest piece 75) and 375 vs. 209 ms for 8 envs (~100 steps). So CPUs use
+          it for minibatches of at most 4 envs (training's default is 1: 8 envs, 8 minibatches)
+          or when the longest piece is at most half the segment.
         * stretches: the segment is cut at every step where some env starts an episode, one
           ``nn.GRU`` call per stretch.
 
@@ -301,7 +304,7 @@ class ActorCritic(nn.Module):
         pieces = episode_pieces(starts)
         packed = self.gru_packed if packed is None else packed
         if packed is None:  # see the docstring
-            packed = features.is_cuda or 2 * int(pieces.lengths.max()) <= T
+            packed = features.is_cuda or features.shape[1] <= 4 or 2 * int(pieces.lengths.max()) <= T
         if packed:
             return self._gru_packed(features, state, pieces)
         outputs = []
