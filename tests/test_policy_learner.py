@@ -130,15 +130,26 @@ def test_forward_sequence_matches_stepping_with_resets(arch):
     assert not torch.allclose(other_logits[:3, 0], seq_logits[:3, 0], atol=1e-5)
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["stretches", "packed"])
-def test_gru_sequence_matches_a_gru_cell_loop_with_resets(packed):
-    """The chunked nn.GRU recurrence gives GRUCell's outputs and gradients, step by step, resets included."""
-    torch.manual_seed(0)
-    policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
-    cell = torch.nn.GRUCell(64, 64)
+def gru_cell_reference(policy, x, h0, starts):
+    """A GRUCell with the policy's GRU weights, stepped one step at a time, its state zeroed at episode
+    starts: returns (cell, outputs [T, B, H]); the last output is the final state."""
+    hidden = x.shape[-1]
+    cell = torch.nn.GRUCell(hidden, hidden)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(cell, name).copy_(getattr(policy.gru, name + "_l0"))
+    h, outputs = h0, []
+    for t in range(x.shape[0]):
+        h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
+        outputs.append(h)
+    return cell, torch.stack(outputs)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["stretches", "packed"])
+def test_gru_sequence_matches_a_gru_cell_loop_with_resets(packed):
+    """The nn.GRU recurrence gives GRUCell's outputs and gradients, step by step, resets included."""
+    torch.manual_seed(0)
+    policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, **SMALL))
     T, B = 9, 4
     x = torch.randn(T, B, 64, requires_grad=True)
     h0 = torch.randn(B, 64, requires_grad=True)
@@ -149,11 +160,7 @@ def test_gru_sequence_matches_a_gru_cell_loop_with_resets(packed):
     starts[8, 0] = True  # at the last step
 
     ours, final = policy._gru_sequence(x, h0, starts, packed=packed)
-    h, reference = h0, []
-    for t in range(T):
-        h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
-        reference.append(h)
-    reference = torch.stack(reference)
+    cell, reference = gru_cell_reference(policy, x, h0, starts)
     assert torch.allclose(ours, reference, atol=1e-5)
     assert torch.allclose(final, reference[-1], atol=1e-5)
 
@@ -186,22 +193,14 @@ def test_episode_pieces_cuts_each_env_at_its_episode_starts():
 def test_gru_sequence_matches_a_gru_cell_loop_for_random_resets(seed, packed):
     torch.manual_seed(seed)
     policy = ActorCritic(PolicyConfig(num_actions=3, recurrent=True, obs_shape=SMALL_OBS, hidden_size=16))
-    cell = torch.nn.GRUCell(16, 16)
-    with torch.no_grad():
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
-            getattr(cell, name).copy_(getattr(policy.gru, name + "_l0"))
     T, B = 20, 6
     starts = torch.rand(T, B) < torch.tensor([0.0, 0.05, 0.2, 0.5, 1.0, 0.3])  # env 4 starts an episode every step
     x = torch.randn(T, B, 16, requires_grad=True)
     h0 = torch.randn(B, 16)
     ours, final = policy._gru_sequence(x, h0, starts, packed=packed)
-    h, reference = h0, []
-    for t in range(T):
-        h = cell(x[t], h * (~starts[t]).float().unsqueeze(-1))
-        reference.append(h)
-    reference = torch.stack(reference)
+    _, reference = gru_cell_reference(policy, x, h0, starts)
     assert torch.allclose(ours, reference, atol=1e-5)
-    assert torch.allclose(final, h, atol=1e-5)
+    assert torch.allclose(final, reference[-1], atol=1e-5)
     grad, = torch.autograd.grad(ours.sum(), x)
     ref_grad, = torch.autograd.grad(reference.sum(), x)
     assert torch.allclose(grad, ref_grad, atol=1e-5)
