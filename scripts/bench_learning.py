@@ -264,6 +264,9 @@ def main() -> None:
     # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
     # would not reach it).
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # A shell starts background jobs of a script (`cmd &`) with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: `kill -INT` would be lost. Say explicitly that SIGINT stops it cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, closing the terminal must not stop it
         signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
     out_dir = Path(args.out_dir)

@@ -91,7 +91,10 @@ def test_bench_learning_interrupted_keeps_checkpoint_and_report(tmp_path):
     import signal
     import time
 
-    proc = _bench_learning(tmp_path, "--frames", "10000000", "--minutes", "5", start_new_session=True)
+    # SIGINT ignored at the start, as in a background job of a shell script (`.ci/run &`): the script must
+    # still handle it.
+    proc = _bench_learning(tmp_path, "--frames", "10000000", "--minutes", "5", start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         metrics = tmp_path / "runs" / "curriculum" / "metrics.jsonl"
         deadline = time.time() + 240
