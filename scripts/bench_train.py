@@ -40,16 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_update import sync  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
-
-
-def sync(device) -> None:
-    """Wait for the GPU's queued work before reading the clock."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
@@ -65,13 +60,11 @@ def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
                          values=torch.zeros(T, B), advantages=torch.randn(T, B), returns=torch.randn(T, B),
                          episode_starts=torch.zeros(T, B), loss_mask=torch.ones(T, B)).to(device)
     learner.update(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(repeats):
         learner.update(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(device)
     samples = repeats * T * B * cfg.num_epochs
     return samples / (time.perf_counter() - start), (time.process_time() - cpu_start) / samples
 

@@ -113,11 +113,12 @@ def main() -> None:
                         help="C,H,W (default 4,84,84; 12,105,80 for 4 RGB frames)")
     parser.add_argument("--episode-length", type=float, default=100.0,
                         help="mean episode length in agent steps: each step starts an episode with probability "
-                             "1/L. The GRU runs one call per stretch between episode starts, so shorter episodes "
-                             "cost recurrent policies more (default 100)")
+                             "1/L. Recurrent policies cut each env's steps at its episode starts, so this "
+                             "changes their cost (default 100)")
     parser.add_argument("--gru-path", default="auto", choices=["auto", "packed", "stretches"],
                         help="how the GRU handles episode starts (ActorCritic._gru_sequence); auto: packed on "
-                             "GPUs, and on CPUs when the longest episode piece is at most half the segment")
+                             "GPUs, and on CPUs for minibatches of at most 4 envs or when the longest episode piece is "
+                             "at most half the segment")
     parser.add_argument("--warmup", type=int, default=1, help="untimed updates per network")
     parser.add_argument("--repeats", type=int, default=3, help="timed updates per network")
     parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: bf16 trunk)")

@@ -296,11 +296,12 @@ class ActorCritic(nn.Module):
             self.gru.flatten_parameters()  # a deep copy (the Trainer's behaviour policy) unflattens the weights
         T = features.shape[0]
         if episode_starts is not None:
-            state = state * (~episode_starts[0].bool()).to(state.dtype).unsqueeze(-1)
-        if episode_starts is None or T == 1 or not episode_starts[1:].bool().any():
+            episode_starts = episode_starts.bool()
+            state = state * (~episode_starts[0]).to(state.dtype).unsqueeze(-1)
+        starts = None if episode_starts is None or T == 1 else episode_starts.cpu()  # the one sync
+        if starts is None or not starts[1:].any():
             out, final = self.gru(features, state.unsqueeze(0).contiguous())
             return out, final.squeeze(0)
-        starts = episode_starts.bool().cpu()
         pieces = episode_pieces(starts)
         packed = self.gru_packed if packed is None else packed
         if packed is None:  # see the docstring
@@ -309,7 +310,7 @@ class ActorCritic(nn.Module):
             return self._gru_packed(features, state, pieces)
         outputs = []
         cuts = [0] + [t for t in starts.any(dim=1).nonzero().flatten().tolist() if t > 0]
-        keep = (~episode_starts.bool()).to(state.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
+        keep = (~episode_starts).to(state.dtype).unsqueeze(-1)  # [T, B, 1]: 0 where an episode starts
         for lo, hi in zip(cuts, cuts[1:] + [T]):
             out, final = self.gru(features[lo:hi], (state * keep[lo]).unsqueeze(0).contiguous())
             outputs.append(out)
