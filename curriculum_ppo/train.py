@@ -70,6 +70,9 @@ class TrainConfig:
     groups_by_worker: bool = False
     """With env groups: each group lives in one worker, so workers do not wait for each other
     (see ``EnvPool``); ``env_groups`` must be a multiple of the workers."""
+    spin_wait_us: float = 0.0
+    """Before blocking on a pipe, the pool's processes poll it this long (microseconds). Pays off
+    when no process competes for the cores, e.g. ``learner_steps_envs`` with one worker per core."""
     num_steps: int = 128
     seed: int = 1
     device: str = "auto"
@@ -240,7 +243,7 @@ class Trainer:
 
         self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100,
                               num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs,
-                              groups_by_worker=config.groups_by_worker)
+                              groups_by_worker=config.groups_by_worker, spin_seconds=config.spin_wait_us * 1e-6)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
                                           recurrent=config.recurrent, obs_shape=self.pool.obs_shape)
         self.policy = build_policy(self.policy_config).to(self.device)

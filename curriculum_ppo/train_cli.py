@@ -17,7 +17,7 @@ from curriculum_ppo.errors import UserError
 KNOBS = {
     "frames": (None, "total_frames"), "num_envs": (None, "num_envs"), "workers": (None, "num_workers"),
     "env_groups": (None, "env_groups"), "learner_steps_envs": (None, "learner_steps_envs"),
-    "groups_by_worker": (None, "groups_by_worker"),
+    "groups_by_worker": (None, "groups_by_worker"), "spin_wait_us": (None, "spin_wait_us"),
     "steps": (None, "num_steps"), "seed": (None, "seed"), "device": (None, "device"),
     "arch": (None, "arch"), "recurrent": (None, "recurrent"), "threads": (None, "torch_threads"),
     "status_every": (None, "status_every"), "minutes": (None, "max_seconds"),
@@ -36,7 +36,7 @@ KNOBS = {
     "explore_fraction": ("explore", "fraction"),
 }
 RUNTIME = {"minutes", "stop_at_success", "frames", "device", "workers", "env_groups", "learner_steps_envs",
-           "groups_by_worker", "front_half_life",
+           "groups_by_worker", "spin_wait_us", "front_half_life",
            "status_every", "threads", "checkpoint_every"}
 
 
@@ -64,6 +64,9 @@ def add_train_parser(sub) -> None:
     g.add_argument("--groups-by-worker", action="store_true", default=None,
                    help="with --env-groups: each group lives in one worker, so there is no per-step barrier "
                         "across workers (--env-groups must be a multiple of --workers)")
+    g.add_argument("--spin-wait-us", type=float, metavar="US",
+                   help="env pool processes poll their pipe this long before blocking (default 0; ~2000 pays off "
+                        "with --learner-steps-envs and one worker per core, see the README's speed section)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -169,6 +172,7 @@ def _validate(config) -> None:
         (config.num_workers is None or config.num_workers >= 0, "--workers must be >= 0 (0: envs in the learner process)"),
         (config.num_steps > 0, "--steps must be positive"),
         (1 <= config.env_groups <= config.num_envs, "--env-groups must be in 1..--num-envs"),
+        (0 <= config.spin_wait_us <= 1e6, "--spin-wait-us must be in 0..1000000"),
         (config.ppo.lr > 0, "--lr must be positive"),
         (config.ppo.num_epochs > 0 and config.ppo.num_minibatches > 0, "--epochs and --minibatches must be positive"),
         (config.num_envs * config.num_steps >= config.ppo.num_minibatches, "batch smaller than --minibatches"),

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 
 DEMO = str(Path(__file__).resolve().parent.parent / "demos" / "MontezumaRevenge-room1.h5")
@@ -214,7 +215,7 @@ def _driver(step, num_envs):
 
 
 def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False,
-                    by_worker: bool = False):
+                    by_worker: bool = False, spin_seconds: float = 0.0):
     """An EnvPool (closed by ``stack``) whose envs start where a fresh curriculum puts them, as in training.
 
     Returns ``(pool, restart)``: pass each step's finished episodes to ``restart(episodes)`` to choose
@@ -224,7 +225,8 @@ def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int =
 
     draw = _starts(num_envs, seed=1)
     pool = stack.enter_context(EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers, num_groups=groups,
-                                       learner_is_worker=learner_is_worker, groups_by_worker=by_worker))
+                                       learner_is_worker=learner_is_worker, groups_by_worker=by_worker,
+                                       spin_seconds=spin_seconds))
     pool.next_start[:] = [draw(i) for i in range(num_envs)]
     pool.reset()
     pool.next_start[:] = [draw(i) for i in range(num_envs)]
@@ -236,8 +238,8 @@ def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int =
 
 
 def env_pool(num_envs: int, workers: int, stack: ExitStack, groups: int = 1, learner_is_worker: bool = False,
-             by_worker: bool = False):
-    pool, restart = curriculum_pool(num_envs, workers, stack, groups, learner_is_worker, by_worker)
+             by_worker: bool = False, spin_seconds: float = 0.0):
+    pool, restart = curriculum_pool(num_envs, workers, stack, groups, learner_is_worker, by_worker, spin_seconds)
     rng = np.random.default_rng(0)
     if groups == 1:
         return _driver(lambda actions: restart(pool.step(actions)), num_envs)
@@ -319,17 +321,22 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--skip-gym", action="store_true")
+    parser.add_argument("--spin-us", type=float, default=2000.0,
+                        help="spin_seconds (in microseconds) of the *_spin contenders: pool processes poll their "
+                             "pipe this long before blocking")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_envs.json"))
     parser.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON and exit")
     args = parser.parse_args()
     if args.report:
         saved = json.loads(Path(args.report).read_text())
         saved.update(summarize(saved["agent_steps_per_s_by_round"]))
-        print(f"{saved['date']}, {saved['machine']}, {saved['cpus']} CPUs, {saved['envs']} envs")
+        print(f"{saved['date']}, {saved['machine']}, {saved.get('cpu_model', 'CPU not recorded')}, {saved['cpus']} CPUs, "
+              f"{saved['envs']} envs")
         report(saved)
         return
 
     rounds: dict[str, list[float]] = {}
+    spin = args.spin_us * 1e-6
     with ExitStack() as stack:
         # Every contender is built once and stays alive (idle, blocked on a pipe) while the others run:
         # short slices in turn, so a slow spell of a noisy machine hits all of them alike.
@@ -343,7 +350,12 @@ def main() -> None:
                                                             by_worker=True),
                       "env_pool_learner_worker_groups_by_worker": env_pool(
                           args.envs, args.workers, stack, groups=min(args.workers, args.envs), learner_is_worker=True,
-                          by_worker=True)}
+                          by_worker=True),
+                      "env_pool_spin": env_pool(args.envs, args.workers, stack, spin_seconds=spin),
+                      "env_pool_learner_worker_spin": env_pool(args.envs, args.workers, stack, learner_is_worker=True,
+                                                               spin_seconds=spin),
+                      "env_pool_learner_worker_2_groups_spin": env_pool(args.envs, args.workers, stack, groups=2,
+                                                                        learner_is_worker=True, spin_seconds=spin)}
         if not args.skip_gym:
             contenders["gym_async"] = gym_async(args.envs, stack)
         contenders["atari_env_no_pool"] = loops(args.workers, args.envs, stack, target=_atari_env_worker)
@@ -358,7 +370,8 @@ def main() -> None:
                   flush=True)
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "cpus": os.cpu_count(), "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": args.rounds,
-           "envs": args.envs, "workers": args.workers, "agent_steps_per_s_by_round": rounds,
+           "cpu_model": cpu_model(), "envs": args.envs, "workers": args.workers, "spin_us": args.spin_us,
+           "agent_steps_per_s_by_round": rounds,
            "starts": "curriculum scheduler, initial window, one stratum per env; new start after each life loss"}
     out.update(summarize(rounds))
     report(out)

@@ -279,7 +279,7 @@ def bench_cleanrl_reference(device, num_envs, steps, updates) -> float:
 
 
 def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None,
-                  env_groups=1, learner_steps_envs=False, groups_by_worker=False):
+                  env_groups=1, learner_steps_envs=False, groups_by_worker=False, spin_wait_us=0.0):
     from curriculum_ppo.train import Trainer, TrainConfig
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -287,7 +287,7 @@ def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True,
                              num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
                              latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile,
                              torch_threads=threads, env_groups=env_groups, learner_steps_envs=learner_steps_envs,
-                             groups_by_worker=groups_by_worker)
+                             groups_by_worker=groups_by_worker, spin_wait_us=spin_wait_us)
         trainer = Trainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -313,8 +313,9 @@ def main() -> None:
                         help="also measure the Trainer with these torch thread counts (the default row uses train's "
                              "default: one per core on CPU, 1 with a GPU)")
     parser.add_argument("--pool-variants", action="store_true",
-                        help="also measure the Trainer with --env-groups 2, --learner-steps-envs and "
-                             "--env-groups WORKERS --groups-by-worker")
+                        help="also measure the Trainer with --env-groups 2, --learner-steps-envs, "
+                             "--env-groups WORKERS --groups-by-worker, --learner-steps-envs --spin-wait-us 2000 and "
+                             "--spin-wait-us 2000")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch_default_threads = torch.get_num_threads()  # before a Trainer on a GPU sets its learner's threads
@@ -343,7 +344,9 @@ def main() -> None:
         torch.set_num_threads(torch_default_threads)
     if args.pool_variants:
         for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
-                             ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True})):
+                             ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True}),
+                             ("learner_worker_spin", {"learner_steps_envs": True, "spin_wait_us": 2000.0}),
+                             ("spin", {"spin_wait_us": 2000.0})):
             rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, **kwargs)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

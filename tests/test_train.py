@@ -246,14 +246,16 @@ def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, 
         assert torch.allclose(hidden_one, hidden_two, atol=1e-5)
 
 
-@pytest.mark.parametrize("by_worker", [False, True], ids=["spread", "by-worker"])
-def test_pipelined_groups_with_the_learner_as_a_worker_train_end_to_end(tmp_path, by_worker):
+@pytest.mark.parametrize("by_worker,spin_us", [(False, 0.0), (True, 0.0), (False, 2000.0)],
+                         ids=["spread", "by-worker", "spread-spinning"])
+def test_pipelined_groups_with_the_learner_as_a_worker_train_end_to_end(tmp_path, by_worker, spin_us):
     """The whole loop (rollouts overlapped with updates, checkpoints) with the pool options on."""
     config = TrainConfig(demo=DEMO, total_frames=2 * 4 * 16 * 4, num_envs=4, num_workers=2, num_steps=16,
-                         env_groups=2, learner_steps_envs=True, groups_by_worker=by_worker, status_every=1e9)
+                         env_groups=2, learner_steps_envs=True, groups_by_worker=by_worker, spin_wait_us=spin_us,
+                         status_every=1e9)
     config.ppo.num_minibatches = 2
     trainer = Trainer(config, tmp_path / "run", quiet=True)
-    assert len(trainer.pool.processes) == 1
+    assert len(trainer.pool.processes) == 1 and trainer.pool.spin_seconds == spin_us * 1e-6
     assert trainer.train() == 0
     assert trainer.updates == 2 and load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["updates"] == 2
 
@@ -273,7 +275,8 @@ def test_explore_and_memory_knobs_are_validated(tmp_path):
     for flag, value, message in (("--explore-epsilon", "1.5", "--explore-epsilon must be in [0, 1]"),
                                  ("--explore-steps", "-1", "--explore-steps must be >= 0"),
                                  ("--explore-fraction", "2", "--explore-fraction must be in [0, 1]"),
-                                 ("--front-half-life", "-1", "--front-half-life must be >= 0 episodes")):
+                                 ("--front-half-life", "-1", "--front-half-life must be >= 0 episodes"),
+                                 ("--spin-wait-us", "-5", "--spin-wait-us must be in 0..1000000")):
         result = cli("train", "--run-dir", str(tmp_path / "r"), flag, value, *TINY)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.workers import EnvPool, EnvSpec, InProcessEnvPool, WorkerError, group_slices
+from curriculum_ppo.workers import EnvPool, EnvSpec, InProcessEnvPool, WorkerError, _spin_until_ready, group_slices
 
 
 def test_group_slices_cover_every_env_once():
@@ -38,23 +43,24 @@ def _play(pool, actions_per_step, starts, grouped: bool):
     return record
 
 
-@pytest.mark.parametrize("groups,learner_is_worker,by_worker",
-                         [(2, False, False), (1, True, False), (2, True, False), (2, False, True), (2, True, True),
-                          (4, False, True)],
+@pytest.mark.parametrize("groups,learner_is_worker,by_worker,spin",
+                         [(2, False, False, 0), (1, True, False, 0), (2, True, False, 0), (2, False, True, 0),
+                          (2, True, True, 0), (4, False, True, 0), (1, True, False, 2e-3), (2, True, False, 2e-3)],
                          ids=["2-groups", "learner-is-worker", "both", "groups-by-worker", "by-worker-learner",
-                              "4-groups-by-2-workers"])
-def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker, by_worker):
+                              "4-groups-by-2-workers", "learner-is-worker-spin", "both-spin"])
+def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker, by_worker,
+                                                         spin):
     """Same seeds, starts and actions: a pool with 2 groups in flight (spread over the workers or one
-    per worker) and/or the learner process stepping worker 0's envs publishes the same observations,
-    rewards and episode ends as the plain pool, step for step (ALE is deterministic without sticky
-    actions), autoresets included."""
+    per worker) and/or the learner process stepping worker 0's envs, and/or polling its pipes before
+    blocking, publishes the same observations, rewards and episode ends as the plain pool, step for
+    step (ALE is deterministic without sticky actions), autoresets included."""
     spec = EnvSpec(demo_path=str(bundled_demo_path))
     starts = np.array([250, 400, 560, 620])
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 18, size=(60, 4))
     with EnvPool(spec, 4, num_workers=2, seed=5) as one, \
             EnvPool(spec, 4, num_workers=2, seed=5, num_groups=groups, learner_is_worker=learner_is_worker,
-                    groups_by_worker=by_worker) as two:
+                    groups_by_worker=by_worker, spin_seconds=spin) as two:
         if groups == 2:
             assert [(s.start, s.stop) for s in two.group_slices] == [(0, 2), (2, 4)]
             if by_worker:  # group g lives in worker g alone
@@ -94,6 +100,62 @@ def test_groups_must_be_waited_for_in_the_order_they_were_started():
 def test_a_dead_worker_is_named_when_the_learner_is_worker_0(bundled_demo_path):
     spec = EnvSpec(demo_path=str(bundled_demo_path))
     with EnvPool(spec, 4, num_workers=2, seed=0, learner_is_worker=True) as pool:
+        pool.next_start[:] = 600
+        pool.reset()
+        victim = pool.processes[0]
+        victim.kill()
+        victim.join()
+        with pytest.raises(WorkerError, match=r"env worker 1 \(pid \d+, envs 2\.\.3\) died"):
+            pool.step(np.zeros(4, int))
+
+
+def test_spin_until_ready_polls_then_gives_up():
+    """The bounded poll that precedes blocking: True as soon as a message waits, False after the
+    spin time without one, and no polling at all when the spin time is 0."""
+    here, there = mp.Pipe()
+    try:
+        start = time.perf_counter()
+        assert _spin_until_ready([here], 0.05) is False
+        assert time.perf_counter() - start >= 0.05
+        start = time.perf_counter()
+        assert _spin_until_ready([here], 0.0) is False
+        assert time.perf_counter() - start < 0.01
+        there.send("step")
+        start = time.perf_counter()
+        assert _spin_until_ready([here], 5.0) is True
+        assert time.perf_counter() - start < 1.0
+        assert here.recv() == "step"
+    finally:
+        here.close()
+        there.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
+def test_a_spinning_pool_stops_spinning_when_idle(bundled_demo_path):
+    """Spinning is bounded: a worker left without commands blocks after ``spin_seconds`` instead of
+    burning its core (an idle pool costs nothing, e.g. while a checkpoint is written)."""
+    spec = EnvSpec(demo_path=str(bundled_demo_path))
+    with EnvPool(spec, 2, num_workers=1, seed=0, spin_seconds=0.02) as pool:
+        pool.next_start[:] = 600
+        pool.reset()
+        pool.step(np.zeros(2, int))
+        pid = pool.processes[0].pid
+        time.sleep(0.2)  # past the spin, the worker now blocks on its pipe
+        before = _cpu_seconds(pid)
+        time.sleep(1.0)
+        assert _cpu_seconds(pid) - before < 0.2
+        pool.step(np.zeros(2, int))  # and still answers
+
+
+def test_a_dead_worker_is_named_while_the_pool_spins(bundled_demo_path):
+    """Polling a dead worker's pipe reports it (EOF counts as ready), so spinning does not hide a crash."""
+    spec = EnvSpec(demo_path=str(bundled_demo_path))
+    with EnvPool(spec, 4, num_workers=2, seed=0, learner_is_worker=True, spin_seconds=2e-3) as pool:
         pool.next_start[:] = 600
         pool.reset()
         victim = pool.processes[0]
