@@ -277,13 +277,15 @@ class ActorCritic(nn.Module):
           and all pieces run as one packed ``nn.GRU`` call, each from zero or, for a piece that
           continues an episode, from the env's ``state``. One cuDNN call per minibatch however many
           episodes start in it, so always used on GPUs. On CPUs the recurrence is then only as
-          deep as the longest piece, but each step of a packed batch costs more; measured on 2
-          cores (128 steps, GRU 512, forward+backward, 2026-11-27) packed vs.
-          stretches took 50 vs. 119 ms for 1 env with ~26-step episodes, 84 vs. 91 ms for 1 env
-          with ~100-step ones, 118 vs. 197 ms for 4 envs (~26 steps), 301 vs. 283 ms for 8 envs
-          (~26 steps, longest piece 75) and 375 vs. 209 ms for 8 envs (~100 steps). So CPUs use
-          it for minibatches of at most 4 envs (training's default is 1: 8 envs, 8 minibatches)
-          or when the longest piece is at most half the segment.
+          deep as the longest piece, but each step of a packed batch costs more. On 2-core CPUs,
+          for a whole update step (Nature CNN + GRU 512, 128 steps; ``scripts/bench_gru_paths.py``,
+          Intel Xeon VM, 2026-11-27, ``scripts/results/bench_gru_paths_cpu_run{1,2}.json``) packed
+          was 1.06-1.21x as fast as stretches with 1 env per minibatch (training's default: 8 envs,
+          8 minibatches), a wash with 2 and with 8 envs, and 0.87-0.91x with 4. On the AMD EPYC VM a
+          microbenchmark of the GRU alone (not kept) had favoured packed for 1 and 4 envs (2.4x and
+          1.7x with ~26-step episodes) and stretches for 8 envs with ~100-step episodes (0.56x).
+          So CPUs use it for minibatches of at most 4 envs or when the longest piece is at most
+          half the segment.
         * stretches: the segment is cut at every step where some env starts an episode, one
           ``nn.GRU`` call per stretch.
 

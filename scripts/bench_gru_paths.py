@@ -1,0 +1,80 @@
+"""The GRU policy's two ways through episode starts, packed vs. stretches, per minibatch shape.
+
+``ActorCritic._gru_sequence`` either runs every episode piece of a minibatch as one packed
+``nn.GRU`` call or makes one call per stretch between episode starts; on CPUs it picks by the
+minibatch's env count and longest piece. This script measures what that rule rests on: the PPO
+update (forward + backward + Adam, Nature CNN + GRU) for each number of envs per minibatch and
+mean episode length, with the two paths alternating in rounds so a noisy machine hits both alike.
+
+    python scripts/bench_gru_paths.py [--device cpu] [--rounds 3] [--json OUT]
+
+Prints a table (medians over rounds) and writes JSON (default
+``scripts/results/bench_gru_paths_<device>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
+from bench_update import bench_one, pick_device
+from curriculum_ppo.atomic import write_text_atomic
+
+PATHS = ("packed", "stretches")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--envs-per-minibatch", default="1,4,8",
+                        help="comma-separated; the batch is 8 envs x 128 steps, so 1 = training's 8 minibatches")
+    parser.add_argument("--episode-lengths", default="26,100", help="comma-separated mean episode lengths (steps)")
+    parser.add_argument("--rounds", type=int, default=3, help="each case and path is timed this many times, in turn")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    envs_per_minibatch = [int(v) for v in args.envs_per_minibatch.split(",")]
+    lengths = [float(v) for v in args.episode_lengths.split(",")]
+    json_path = Path(args.json or Path(__file__).parent / "results" / f"bench_gru_paths_{device.type}.json")
+
+    def settings(per_minibatch: int, length: float, path: str) -> argparse.Namespace:
+        # One epoch: the minibatch shape, not the epoch count, is what the two paths differ in.
+        return argparse.Namespace(obs_shape=[4, 84, 84], steps=128, envs=8, epochs=1, minibatches=8 // per_minibatch,
+                                  no_amp=False, episode_length=length, gru_path=path, warmup=1, repeats=1)
+
+    cases = [(n, length) for n in envs_per_minibatch for length in lengths]
+    seconds = {(n, length, path): [] for n, length in cases for path in PATHS}
+    for r in range(args.rounds):
+        for n, length in cases:
+            for path in PATHS:
+                result = bench_one("nature", True, settings(n, length, path), device)
+                seconds[(n, length, path)].append(result["seconds_per_update_mean"] / (8 // n))
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+
+    rows = []
+    print(f"{'envs/minibatch':>14} {'episode length':>14} {'packed ms':>10} {'stretches ms':>13} {'stretches/packed':>17}"
+          f"   per minibatch, forward+backward+Adam, medians of {args.rounds}")
+    for n, length in cases:
+        packed = statistics.median(seconds[(n, length, "packed")])
+        stretches = statistics.median(seconds[(n, length, "stretches")])
+        rows.append({"envs_per_minibatch": n, "episode_length": length, "packed_ms": 1e3 * packed,
+                     "stretches_ms": 1e3 * stretches, "stretches_over_packed": stretches / packed,
+                     "packed_ms_by_round": [1e3 * s for s in seconds[(n, length, "packed")]],
+                     "stretches_ms_by_round": [1e3 * s for s in seconds[(n, length, "stretches")]]})
+        print(f"{n:>14} {length:>14.0f} {1e3 * packed:>10.1f} {1e3 * stretches:>13.1f} {stretches / packed:>16.2f}x")
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": args.rounds,
+              "network": "nature CNN + GRU, 128 steps per segment", "rows": rows}
+    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
