@@ -163,10 +163,11 @@ def _spin_until_ready(conns: list, spin_seconds: float) -> bool:
     """Busy-poll ``conns`` for up to ``spin_seconds``; True as soon as one has a message.
 
     Why spin at all: a process that blocks on a pipe lets its core go idle, and
-    on a VM waking an idle virtual CPU can take far longer than the message
-    itself. The peer's answer usually arrives within a fraction of a step, so a
-    short poll first keeps the core awake; after ``spin_seconds`` the caller
-    blocks as before, so an idle pool does not burn a core.
+    waking it again (on a VM, an idle virtual CPU) adds latency to every step
+    of the pool. The peer's answer usually arrives within a fraction of a step,
+    so a short poll first keeps the core awake; after ``spin_seconds`` the
+    caller blocks as before, so an idle pool does not burn a core. What it is
+    worth was measured, not derived: see :class:`EnvPool`.
     """
     if spin_seconds <= 0:
         return False
@@ -285,10 +286,11 @@ class EnvPool:
     With ``spin_seconds`` > 0, every process of the pool polls its pipe for up
     to that long before it blocks (``_spin_until_ready``), so a core that waits
     a moment for the other side's answer stays awake. This pays off only when
-    no process competes for the cores: with ``learner_is_worker`` and one
-    worker per core, env stepping alone reaches about 90% of bare ALE instead
-    of about 84% (``scripts/bench_envs.py``). With a third process on two
-    cores, or a PPO update running beside the rollout, the spinning steals the
+    no process competes for the cores: with ``learner_is_worker``, 2 env
+    groups and one worker per core, env stepping alone reached 85-88% of bare
+    ALE in three runs on a 2-core VM, against 74-85% without spinning
+    (``scripts/bench_envs.py``, README). With a third process on two cores
+    (30%), or a PPO update running beside the rollout, the spinning steals the
     CPU the others need, so the default is 0.
     """
 

@@ -140,7 +140,7 @@ def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int,
     if run_dir.joinpath("checkpoints", "latest.pt").exists():
         cmd.append("--resume")  # the run keeps the settings it started with (demo, --num-envs, ...)
     else:
-        cmd += extra + (["--num-envs", str(args.num_envs)] if args.num_envs else [])
+        cmd += extra + (["--num-envs", str(args.num_envs)] if args.num_envs else []) + ["--seed", str(args.seed)]
     print("$", " ".join(cmd), flush=True)
     return run_training(cmd)
 
@@ -248,6 +248,9 @@ def main() -> None:
                         help="end the curriculum run early once the curriculum reached the game start and this "
                              "fraction of its recent game-start episodes beat the demo (the goal's 50%%)")
     parser.add_argument("--num-envs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=1,
+                        help="training seed of both runs (train's default is 1); give each seed its own --out-dir "
+                             "and --json")
     parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--report-only", action="store_true",
@@ -283,7 +286,8 @@ def main() -> None:
     command = " ".join(sys.argv)
     report = {"date": date, "machine": platform.platform(), "cpu": cpu_model(),
               "cpus": os.cpu_count(), "command": command, "demo": str(DEMO.relative_to(ROOT)),
-              "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes}
+              "demo_return": demo_return, "budget_frames": args.frames, "budget_minutes": args.minutes,
+              "seed": args.seed}
     old_report = read_previous_report(json_path)
     report["sessions"] = previous_sessions(old_report, out_dir / "curriculum")
     # kept when this invocation trains nothing (--reuse-curriculum / --report-only)
