@@ -71,8 +71,9 @@ class TrainConfig:
     """With env groups: each group lives in one worker, so workers do not wait for each other
     (see ``EnvPool``); ``env_groups`` must be a multiple of the workers."""
     spin_wait_us: float = 0.0
-    """Before blocking on a pipe, the pool's processes poll it this long (microseconds). Pays off
-    when no process competes for the cores, e.g. ``learner_steps_envs`` with one worker per core."""
+    """Before blocking on a pipe, the pool's processes poll it this long (microseconds). Speeds up
+    env stepping when no process competes for the cores (``learner_steps_envs``, one worker per
+    core); CPU training, whose update needs those cores, measured slower with it."""
     num_steps: int = 128
     seed: int = 1
     device: str = "auto"

@@ -65,8 +65,9 @@ def add_train_parser(sub) -> None:
                    help="with --env-groups: each group lives in one worker, so there is no per-step barrier "
                         "across workers (--env-groups must be a multiple of --workers)")
     g.add_argument("--spin-wait-us", type=float, metavar="US",
-                   help="env pool processes poll their pipe this long before blocking (default 0; ~2000 pays off "
-                        "with --learner-steps-envs and one worker per core, see the README's speed section)")
+                   help="env pool processes poll their pipe this long before blocking (default 0). With "
+                        "--learner-steps-envs and one worker per core ~2000 speeds up env stepping alone; CPU "
+                        "training measured slower with it (README, speed section)")
     g.add_argument("--steps", type=int, help="rollout length per env (default 128)")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto (CUDA if present), cpu or cuda")
@@ -192,6 +193,8 @@ def _validate(config) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    if config.spin_wait_us and config.num_workers == 0:
+        raise UserError("--spin-wait-us needs env worker processes (got --workers 0: there is no pipe to wait on)")
     if config.groups_by_worker:
         from curriculum_ppo.workers import resolve_num_workers
 

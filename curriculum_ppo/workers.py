@@ -287,7 +287,7 @@ class EnvPool:
     to that long before it blocks (``_spin_until_ready``), so a core that waits
     a moment for the other side's answer stays awake. This pays off only when
     no process competes for the cores: with ``learner_is_worker``, 2 env
-    groups and one worker per core, env stepping alone reached 85-88% of bare
+    groups and one worker per core, env stepping alone reached 84.8-88% of bare
     ALE in three runs on a 2-core VM, against 74-85% without spinning
     (``scripts/bench_envs.py``, README). With a third process on two cores
     (30%), or a PPO update running beside the rollout, the spinning steals the

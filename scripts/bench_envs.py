@@ -327,6 +327,8 @@ def main() -> None:
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_envs.json"))
     parser.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON and exit")
     args = parser.parse_args()
+    if args.spin_us <= 0:
+        parser.error(f"--spin-us must be positive (the *_spin contenders spin), got {args.spin_us:g}")
     if args.report:
         saved = json.loads(Path(args.report).read_text())
         saved.update(summarize(saved["agent_steps_per_s_by_round"]))

@@ -40,6 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     envs_per_minibatch = [int(v) for v in args.envs_per_minibatch.split(",")]
+    if any(n not in (1, 2, 4, 8) for n in envs_per_minibatch):
+        parser.error(f"--envs-per-minibatch must divide the 8 envs (1, 2, 4 or 8), got {args.envs_per_minibatch}")
     lengths = [float(v) for v in args.episode_lengths.split(",")]
     json_path = Path(args.json or Path(__file__).parent / "results" / f"bench_gru_paths_{device.type}.json")
 

@@ -145,6 +145,17 @@ def train(run_dir: Path, args, extra: list[str], minutes: float, frames: int,
     return run_training(cmd)
 
 
+def check_seed(run_dir: Path, seed: int) -> None:
+    """Refuse to resume another seed's run: its report would carry the wrong seed."""
+    try:
+        saved = int(json.loads(run_dir.joinpath("config.json").read_text())["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no earlier run (or train itself will say what is wrong with it)
+    if saved != seed:
+        raise UserError(f"{run_dir} holds a run with seed {saved}, not --seed {seed}; give each seed its own "
+                        f"--out-dir and --json")
+
+
 def run_training(cmd: list[str]) -> tuple[int, bool, float]:
     """Run ``curriculum-ppo train``: (exit code, whether a signal here stopped it, seconds it ran).
 
@@ -279,6 +290,10 @@ def main() -> None:
     try:  # before hours of training, not after
         check_destination(json_path, "--json")
         check_destination(png_path, "--json's PNG")
+        if not (args.reuse_curriculum or args.report_only):
+            check_seed(out_dir / "curriculum", args.seed)
+        if not args.skip_baseline:
+            check_seed(out_dir / "baseline", args.seed)
     except UserError as exc:
         raise SystemExit(f"bench_learning: {exc}")
     demo_return = 400.0

@@ -314,10 +314,14 @@ def main() -> None:
                              "default: one per core on CPU, 1 with a GPU)")
     parser.add_argument("--pool-variants", action="store_true",
                         help="also measure the Trainer with --env-groups 2, --learner-steps-envs, "
-                             "--env-groups WORKERS --groups-by-worker, --learner-steps-envs --spin-wait-us 2000 and "
-                             "--spin-wait-us 2000")
+                             "--env-groups WORKERS --groups-by-worker, and --spin-wait-us SPIN_US alone, with "
+                             "--learner-steps-envs, and with --learner-steps-envs --env-groups 2")
+    parser.add_argument("--spin-us", type=float, default=2000.0,
+                        help="--spin-wait-us of the *_spin pool variants (microseconds)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    if args.spin_us <= 0:
+        parser.error(f"--spin-us must be positive, got {args.spin_us:g}")
     torch_default_threads = torch.get_num_threads()  # before a Trainer on a GPU sets its learner's threads
     from curriculum_ppo.train import pick_device
 
@@ -345,8 +349,10 @@ def main() -> None:
     if args.pool_variants:
         for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
                              ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True}),
-                             ("learner_worker_spin", {"learner_steps_envs": True, "spin_wait_us": 2000.0}),
-                             ("spin", {"spin_wait_us": 2000.0})):
+                             ("learner_worker_spin", {"learner_steps_envs": True, "spin_wait_us": args.spin_us}),
+                             ("learner_worker_2_groups_spin", {"learner_steps_envs": True, "env_groups": 2,
+                                                               "spin_wait_us": args.spin_us}),
+                             ("spin", {"spin_wait_us": args.spin_us})):
             rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
                                                               args.workers, args.arch, compile=args.compile, **kwargs)
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

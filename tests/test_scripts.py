@@ -81,6 +81,13 @@ def test_bench_learning_tiny_run_then_resume_keeps_the_session_history(tmp_path)
     sessions = report2["sessions"]
     assert len(sessions) == 2 and sessions[0] == report["sessions"][0]
     assert sessions[1]["frames_before"] == cur["frames"] < sessions[1]["frames_after"] == report2["curriculum"]["frames"]
+    assert report2["seed"] == 1
+
+    before = (tmp_path / "report.json").read_bytes()
+    other_seed = _bench_learning(tmp_path, "--frames", "8192", "--episodes", "2", "--seed", "7")
+    out, err = other_seed.communicate(timeout=120)
+    assert other_seed.returncode != 0 and "holds a run with seed 1, not --seed 7" in err
+    assert len(err.strip().splitlines()) == 1 and (tmp_path / "report.json").read_bytes() == before
 
 
 def test_bench_learning_interrupted_keeps_checkpoint_and_report(tmp_path):

@@ -276,7 +276,8 @@ def test_explore_and_memory_knobs_are_validated(tmp_path):
                                  ("--explore-steps", "-1", "--explore-steps must be >= 0"),
                                  ("--explore-fraction", "2", "--explore-fraction must be in [0, 1]"),
                                  ("--front-half-life", "-1", "--front-half-life must be >= 0 episodes"),
-                                 ("--spin-wait-us", "-5", "--spin-wait-us must be in 0..1000000")):
+                                 ("--spin-wait-us", "-5", "--spin-wait-us must be in 0..1000000"),
+                                 ("--spin-wait-us", "2000", "--spin-wait-us needs env worker processes")):  # TINY: --workers 0
         result = cli("train", "--run-dir", str(tmp_path / "r"), flag, value, *TINY)
         assert result.returncode == 2 and message in result.stderr, result.stderr
     assert not (tmp_path / "r").exists()

@@ -45,9 +45,10 @@ def _play(pool, actions_per_step, starts, grouped: bool):
 
 @pytest.mark.parametrize("groups,learner_is_worker,by_worker,spin",
                          [(2, False, False, 0), (1, True, False, 0), (2, True, False, 0), (2, False, True, 0),
-                          (2, True, True, 0), (4, False, True, 0), (1, True, False, 2e-3), (2, True, False, 2e-3)],
+                          (2, True, True, 0), (4, False, True, 0), (1, True, False, 2e-3), (2, True, False, 2e-3),
+                          (1, False, False, 2e-3)],
                          ids=["2-groups", "learner-is-worker", "both", "groups-by-worker", "by-worker-learner",
-                              "4-groups-by-2-workers", "learner-is-worker-spin", "both-spin"])
+                              "4-groups-by-2-workers", "learner-is-worker-spin", "both-spin", "spin-two-pipes"])
 def test_pool_variants_step_exactly_what_one_batch_steps(bundled_demo_path, groups, learner_is_worker, by_worker,
                                                          spin):
     """Same seeds, starts and actions: a pool with 2 groups in flight (spread over the workers or one
@@ -121,12 +122,18 @@ def test_spin_until_ready_polls_then_gives_up():
         assert time.perf_counter() - start >= 0.05
         start = time.perf_counter()
         assert _spin_until_ready([here], 0.0) is False
-        assert time.perf_counter() - start < 0.01
+        assert time.perf_counter() - start < 0.5
         there.send("step")
         start = time.perf_counter()
         assert _spin_until_ready([here], 5.0) is True
         assert time.perf_counter() - start < 1.0
         assert here.recv() == "step"
+        there.close()  # a dead peer: end-of-file counts as ready, so the caller's recv() sees it at once
+        start = time.perf_counter()
+        assert _spin_until_ready([here], 5.0) is True
+        assert time.perf_counter() - start < 1.0
+        with pytest.raises(EOFError):
+            here.recv()
     finally:
         here.close()
         there.close()
@@ -138,16 +145,20 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
-def test_a_spinning_pool_stops_spinning_when_idle(bundled_demo_path):
-    """Spinning is bounded: a worker left without commands blocks after ``spin_seconds`` instead of
-    burning its core (an idle pool costs nothing, e.g. while a checkpoint is written)."""
+def test_a_spinning_worker_spins_then_blocks_when_idle(bundled_demo_path):
+    """The worker really spins after answering (it burns CPU while the learner is away), and only for
+    ``spin_seconds``: then it blocks on its pipe instead of burning its core (an idle pool costs
+    nothing, e.g. while a checkpoint is written)."""
     spec = EnvSpec(demo_path=str(bundled_demo_path))
-    with EnvPool(spec, 2, num_workers=1, seed=0, spin_seconds=0.02) as pool:
+    with EnvPool(spec, 2, num_workers=1, seed=0, spin_seconds=1.0) as pool:
         pool.next_start[:] = 600
         pool.reset()
         pool.step(np.zeros(2, int))
         pid = pool.processes[0].pid
-        time.sleep(0.2)  # past the spin, the worker now blocks on its pipe
+        before = _cpu_seconds(pid)
+        time.sleep(0.5)  # inside the spin
+        assert _cpu_seconds(pid) - before > 0.1
+        time.sleep(0.7)  # past it: the worker now blocks on its pipe
         before = _cpu_seconds(pid)
         time.sleep(1.0)
         assert _cpu_seconds(pid) - before < 0.2

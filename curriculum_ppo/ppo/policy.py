@@ -281,11 +281,12 @@ class ActorCritic(nn.Module):
           for a whole update step (Nature CNN + GRU 512, 128 steps; ``scripts/bench_gru_paths.py``,
           Intel Xeon VM, 2026-11-27, ``scripts/results/bench_gru_paths_cpu_run{1,2}.json``) packed
           was 1.06-1.21x as fast as stretches with 1 env per minibatch (training's default: 8 envs,
-          8 minibatches), a wash with 2 and with 8 envs, and 0.87-0.91x with 4. On the AMD EPYC VM a
-          microbenchmark of the GRU alone (not kept) had favoured packed for 1 and 4 envs (2.4x and
-          1.7x with ~26-step episodes) and stretches for 8 envs with ~100-step episodes (0.56x).
-          So CPUs use it for minibatches of at most 4 envs or when the longest piece is at most
-          half the segment.
+          8 minibatches; 4 of 4 cases), 0.96-1.07x with 2, 0.87-1.09x with 4 and 0.67-1.04x with 8.
+          The limit of 4 envs below rests on an earlier microbenchmark of the GRU alone on an AMD
+          EPYC VM (printed, not saved), which favoured packed for 1 and 4 envs (2.4x and 1.7x with
+          ~26-step episodes) and stretches for 8 envs with ~100-step episodes (0.56x). So CPUs use
+          it for minibatches of at most 4 envs or when the longest piece is at most half the
+          segment.
         * stretches: the segment is cut at every step where some env starts an episode, one
           ``nn.GRU`` call per stretch.
 
