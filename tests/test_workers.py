@@ -157,7 +157,7 @@ def test_a_spinning_worker_spins_then_blocks_when_idle(bundled_demo_path):
         pid = pool.processes[0].pid
         before = _cpu_seconds(pid)
         time.sleep(0.5)  # inside the spin
-        assert _cpu_seconds(pid) - before > 0.1
+        assert _cpu_seconds(pid) - before > 0.05  # a blocked worker gets ~0; a spinning one, its share of a core
         time.sleep(0.7)  # past it: the worker now blocks on its pipe
         before = _cpu_seconds(pid)
         time.sleep(1.0)
