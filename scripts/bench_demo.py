@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 
 import numpy as np
@@ -143,18 +144,10 @@ def bench_restore(demo, count: int, seed: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import h5py
 
     return {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "ale_py": ale_version(), "h5py": h5py.version.version,
         "hdf5": h5py.version.hdf5_version, "numpy": np.__version__,
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,

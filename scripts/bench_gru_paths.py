@@ -27,27 +27,29 @@ from bench_update import bench_one, pick_device
 from curriculum_ppo.atomic import write_text_atomic
 
 PATHS = ("packed", "stretches")
+ENVS = 8  # the batch: 8 envs x 128 steps, training's default
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--envs-per-minibatch", default="1,4,8",
-                        help="comma-separated; the batch is 8 envs x 128 steps, so 1 = training's 8 minibatches")
+                        help=f"comma-separated; the batch is {ENVS} envs x 128 steps, so 1 = training's "
+                             f"{ENVS} minibatches")
     parser.add_argument("--episode-lengths", default="26,100", help="comma-separated mean episode lengths (steps)")
     parser.add_argument("--rounds", type=int, default=3, help="each case and path is timed this many times, in turn")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device = pick_device(args.device)
     envs_per_minibatch = [int(v) for v in args.envs_per_minibatch.split(",")]
-    if any(n not in (1, 2, 4, 8) for n in envs_per_minibatch):
-        parser.error(f"--envs-per-minibatch must divide the 8 envs (1, 2, 4 or 8), got {args.envs_per_minibatch}")
+    if any(n < 1 or ENVS % n for n in envs_per_minibatch):
+        parser.error(f"--envs-per-minibatch must divide the {ENVS} envs (1, 2, 4 or 8), got {args.envs_per_minibatch}")
     lengths = [float(v) for v in args.episode_lengths.split(",")]
     json_path = Path(args.json or Path(__file__).parent / "results" / f"bench_gru_paths_{device.type}.json")
 
     def settings(per_minibatch: int, length: float, path: str) -> argparse.Namespace:
         # One epoch: the minibatch shape, not the epoch count, is what the two paths differ in.
-        return argparse.Namespace(obs_shape=[4, 84, 84], steps=128, envs=8, epochs=1, minibatches=8 // per_minibatch,
+        return argparse.Namespace(obs_shape=[4, 84, 84], steps=128, envs=ENVS, epochs=1, minibatches=ENVS // per_minibatch,
                                   no_amp=False, episode_length=length, gru_path=path, warmup=1, repeats=1)
 
     cases = [(n, length) for n in envs_per_minibatch for length in lengths]
@@ -56,7 +58,7 @@ def main() -> None:
         for n, length in cases:
             for path in PATHS:
                 result = bench_one("nature", True, settings(n, length, path), device)
-                seconds[(n, length, path)].append(result["seconds_per_update_mean"] / (8 // n))
+                seconds[(n, length, path)].append(result["seconds_per_update_mean"] / (ENVS // n))
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     rows = []
