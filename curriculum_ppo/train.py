@@ -43,7 +43,7 @@ from curriculum_ppo.episode_rules import EpisodeRulesConfig
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig
 from curriculum_ppo.ppo.gae import compute_gae
-from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 from curriculum_ppo.workers import REAL_START, EnvSpec, WorkerError, make_pool
 
@@ -492,7 +492,7 @@ class Trainer:
             t = torch.zeros(*shape, dtype=dtype)
             return t.pin_memory() if pin else t
         return {
-            "obs": z(T, B, *self.pool.obs_shape, dtype=torch.uint8),
+            "obs": rollout_obs_buffer(T, B, self.pool.obs_shape, pin_memory=pin),
             "actions": z(T, B, dtype=torch.long), "logprobs": z(T, B), "values": z(T, B), "rewards": z(T, B),
             "terminations": z(T, B, dtype=torch.bool), "truncations": z(T, B, dtype=torch.bool),
             "truncation_values": z(T, B), "episode_starts": z(T, B, dtype=torch.bool),

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_update import sync  # scripts/ is on sys.path when a script runs
+from bench_update import random_batch, sync  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,17 +48,14 @@ DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
 
 
 def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
-    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner
     from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
     policy = ActorCritic(PolicyConfig(num_actions=18, arch=arch)).to(device)
     cfg = PPOConfig()
     learner = PPOLearner(policy, cfg, device)
     T, B = steps, num_envs
-    batch = RolloutBatch(obs=torch.randint(0, 255, (T, B, 4, 84, 84), dtype=torch.uint8),
-                         actions=torch.randint(0, 18, (T, B)), logprobs=torch.full((T, B), -2.89),
-                         values=torch.zeros(T, B), advantages=torch.randn(T, B), returns=torch.randn(T, B),
-                         episode_starts=torch.zeros(T, B), loss_mask=torch.ones(T, B)).to(device)
+    batch = random_batch(policy, T, B, device, episode_length=float("inf"))  # training's obs layout, no episode ends
     learner.update(batch)
     sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -123,7 +120,7 @@ def _demo_start_sync_envs(num_envs):
 def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     """Synchronous collect-then-update, as in CleanRL's ppo_atari.py (same net, learner and GAE)."""
     from curriculum_ppo.ppo.gae import compute_gae
-    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+    from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
     from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
     envs = _demo_start_sync_envs(num_envs)
@@ -132,7 +129,7 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     learner = PPOLearner(policy, cfg, device)
     obs, _ = envs.reset(seed=0)
     T, B = steps, num_envs
-    buf_obs = torch.zeros((T, B, 4, 84, 84), dtype=torch.uint8)
+    buf_obs = rollout_obs_buffer(T, B, policy.config.obs_shape)  # our learner's storage layout
     buf = {k: torch.zeros(T, B) for k in ("actions", "logprobs", "values", "rewards", "dones")}
     start = None
     for update in range(updates + 1):

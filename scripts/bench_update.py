@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
 
@@ -49,8 +49,10 @@ def sync(device: torch.device) -> None:
 def random_batch(policy: ActorCritic, steps: int, envs: int, device: torch.device,
                  episode_length: float = 100.0) -> RolloutBatch:
     T, B, A = steps, envs, policy.config.num_actions
+    obs = rollout_obs_buffer(T, B, policy.config.obs_shape)  # training's layout
+    obs.copy_(torch.randint(0, 256, obs.shape, dtype=torch.uint8))
     return RolloutBatch(
-        obs=torch.randint(0, 256, (T, B, *policy.config.obs_shape), dtype=torch.uint8),
+        obs=obs,
         actions=torch.randint(0, A, (T, B)),
         logprobs=torch.full((T, B), -float(torch.log(torch.tensor(float(A))))),
         values=torch.zeros(T, B),

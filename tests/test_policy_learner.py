@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
+from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, episode_pieces, unwrap
 
 SMALL_OBS = (1, 36, 36)  # the smallest frame the 8/4, 4/2, 3/1 conv stack accepts
@@ -353,6 +353,57 @@ def test_state_dict_round_trip():
     for lrn in (learner, restored):
         lrn.update(batch)
     assert all(torch.equal(a, b) for a, b in zip(params_of(learner.policy), params_of(restored.policy)))
+
+
+def test_rollout_obs_buffer_stores_frames_channels_last_and_the_policy_reads_both_layouts():
+    T, B, obs_shape = 5, 3, (4, 84, 84)
+    buffer = rollout_obs_buffer(T, B, obs_shape)
+    assert buffer.shape == (T, B, *obs_shape) and buffer.dtype == torch.uint8 and not buffer.any()
+    frames = random_obs(T, B, obs_shape=obs_shape, generator=torch.Generator().manual_seed(0))
+    buffer[2].copy_(frames[2])  # what the Trainer does each step
+    buffer.copy_(frames)
+    assert torch.equal(buffer, frames)
+    # What the learner trains on keeps the NHWC layout: feed-forward rows, recurrent columns, a clone.
+    flat = buffer.reshape(T * B, *obs_shape)
+    assert flat.is_contiguous(memory_format=torch.channels_last)
+    assert flat[torch.tensor([4, 0, 9])].is_contiguous(memory_format=torch.channels_last)
+    assert buffer[:, torch.tensor([2, 0])].reshape(T * 2, *obs_shape).is_contiguous(memory_format=torch.channels_last)
+    assert buffer.clone().stride() == buffer.stride()
+    # Other observation shapes are stored plainly.
+    assert rollout_obs_buffer(T, B, (6,)).is_contiguous() and rollout_obs_buffer(T, B, (6,)).shape == (T, B, 6)
+
+    torch.manual_seed(0)
+    policy = ActorCritic(PolicyConfig(num_actions=18, obs_shape=obs_shape))
+    with torch.no_grad():
+        logits_plain, values_plain, _ = policy(frames.reshape(T * B, *obs_shape))
+        logits_nhwc, values_nhwc, _ = policy(flat)
+    assert torch.equal(logits_plain, logits_nhwc) and torch.equal(values_plain, values_nhwc)
+
+
+def test_fused_adam_steps_like_plain_adam_and_a_plain_adam_checkpoint_resumes_fused():
+    torch.manual_seed(0)
+    cfg = PolicyConfig(num_actions=4, **SMALL)
+    fused = PPOLearner(ActorCritic(cfg), PPOConfig(), "cpu")
+    assert fused.optimizer.param_groups[0]["fused"] is True  # torch >= 2.4 has fused Adam on CPU
+    plain = copy.deepcopy(fused)
+    plain.optimizer = torch.optim.Adam(plain.policy.parameters(), lr=plain.config.lr, eps=plain.config.adam_eps)
+    assert not plain.optimizer.param_groups[0]["fused"]  # as every CPU checkpoint before fused Adam was saved
+    batch = random_batch(fused.policy)
+    initial = params_of(fused.policy)
+    for learner in (fused, plain):
+        learner.update(batch)
+    assert any(not torch.allclose(a, b) for a, b in zip(params_of(fused.policy), initial))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params_of(fused.policy), params_of(plain.policy)))
+
+    buffer = io.BytesIO()
+    torch.save(plain.state_dict(), buffer)
+    buffer.seek(0)
+    restored = PPOLearner(ActorCritic(cfg), PPOConfig(), "cpu")
+    restored.load_state_dict(torch.load(buffer, map_location="cpu", weights_only=True))
+    assert restored.optimizer.param_groups[0]["fused"] is True  # this process's kernel, not the saver's
+    for learner in (plain, restored):
+        learner.update(batch)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(params_of(plain.policy), params_of(restored.policy)))
 
 
 # ----------------------------------------------------------------------------- DDP

@@ -236,6 +236,8 @@ def test_pipelined_env_groups_fill_the_rollout_exactly_like_one_batch(tmp_path, 
     two, episodes_two, hidden_two = rollout(2)
     assert len(episodes_one) >= 2 and one["truncations"].any()  # restarts and bootstrapped cuts happened
     assert episodes_one == episodes_two
+    # Stored as the learner reads it fastest (rollout_obs_buffer): each frame stack channels-last.
+    assert one["obs"].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
     for key in ("obs", "actions", "rewards", "terminations", "truncations", "episode_starts", "loss_mask",
                 "next_episode_starts", "last_obs"):
         assert torch.equal(one[key], two[key]), key

@@ -261,7 +261,8 @@ class ActorCritic(nn.Module):
     def _encode(self, obs: Tensor) -> Tensor:
         """uint8 [N,C,H,W] -> float32 features [N, hidden]."""
         use_amp = self.autocast_dtype is not None and obs.device.type == "cuda"
-        x = obs.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        # One pass from uint8 to float in NHWC; no layout change when obs is already NHWC (rollout_obs_buffer).
+        x = obs.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
         with torch.autocast(device_type=obs.device.type, dtype=self.autocast_dtype, enabled=use_amp):
             features = self.fc(self.cnn(x))
         return features.float()
