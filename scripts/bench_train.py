@@ -21,7 +21,12 @@ Also measured in the same run: the update alone on a random batch
 stepping with random actions, no policy), the other bound. Reports agent
 steps/s, ratios, fraction of the cap, and peak RSS of learner + workers.
 
-Usage: python scripts/bench_train.py [--updates 6] [--device auto|cpu|cuda] [--json OUT]
+The loops run in turn, ``--rounds`` times (each run: one untimed update, then
+``--updates`` timed ones); the table gives each loop's median over the rounds
+and the median of its per-round ratios to the CleanRL loops, so a slow minute
+on a shared machine moves one round, not the verdict.
+
+Usage: python scripts/bench_train.py [--rounds 3] [--updates 6] [--device auto|cpu|cuda] [--json OUT]
 """
 
 from __future__ import annotations
@@ -295,7 +300,9 @@ def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=6)
+    parser.add_argument("--updates", type=int, default=6, help="timed PPO updates per loop per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the loops run in turn, this many times; the table shows medians")
     parser.add_argument("--envs", type=int, default=8)
     parser.add_argument("--steps", type=int, default=128)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
@@ -319,30 +326,42 @@ def main() -> None:
     args = parser.parse_args()
     if args.spin_us <= 0:
         parser.error(f"--spin-us must be positive, got {args.spin_us:g}")
+    if args.rounds < 1 or args.updates < 1:
+        parser.error(f"--rounds and --updates must be at least 1, got {args.rounds} and {args.updates}")
     torch_default_threads = torch.get_num_threads()  # before a Trainer on a GPU sets its learner's threads
     from curriculum_ppo.train import pick_device
 
     device = pick_device(args.device)
     json_path = Path(args.json or ROOT / "scripts" / "results" / f"bench_train_{device.type}.json")
 
-    rows = {}
     from curriculum_ppo.ppo.learner import PPOConfig
 
     epochs = PPOConfig().num_epochs
     update_sps, update_cpu = bench_update_only(device, args.envs, args.steps, args.arch)
     cap = update_sps / epochs
-    rows["env_only"], env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
+    env_only, env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
+
+    worker_rss = [0]
+
+    def trainer(**kwargs):
+        def run():
+            sps, rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers, args.arch,
+                                     compile=args.compile, **kwargs)
+            worker_rss[0] = max(worker_rss[0], rss)
+            torch.set_num_threads(torch_default_threads)  # a Trainer on a GPU sets its learner's threads
+            return sps
+        return run
+
+    contenders = {}
     if not args.skip_cleanrl:
         if args.arch == "nature" and not args.skip_reference:
-            rows["cleanrl_reference"] = bench_cleanrl_reference(device, args.envs, args.steps, args.updates)
-        rows["cleanrl_style"] = bench_cleanrl_style(device, args.envs, args.steps, args.updates, args.arch)
-    rows["curriculum_ppo"], worker_rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers,
-                                                       args.arch, compile=args.compile)
-    torch.set_num_threads(torch_default_threads)
+            contenders["cleanrl_reference"] = lambda: bench_cleanrl_reference(device, args.envs, args.steps,
+                                                                              args.updates)
+        contenders["cleanrl_style"] = lambda: bench_cleanrl_style(device, args.envs, args.steps, args.updates,
+                                                                  args.arch)
+    contenders["curriculum_ppo"] = trainer()
     for n in args.trainer_threads:
-        rows[f"curriculum_ppo_threads{n}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
-                                                              args.workers, args.arch, compile=args.compile, threads=n)
-        torch.set_num_threads(torch_default_threads)
+        contenders[f"curriculum_ppo_threads{n}"] = trainer(threads=n)
     if args.pool_variants:
         for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
                              ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True}),
@@ -350,8 +369,24 @@ def main() -> None:
                              ("learner_worker_2_groups_spin", {"learner_steps_envs": True, "env_groups": 2,
                                                                "spin_wait_us": args.spin_us}),
                              ("spin", {"spin_wait_us": args.spin_us})):
-            rows[f"curriculum_ppo_{name}"], _ = bench_trainer(device, args.envs, args.steps, args.updates,
-                                                              args.workers, args.arch, compile=args.compile, **kwargs)
+            contenders[f"curriculum_ppo_{name}"] = trainer(**kwargs)
+    # The loops run in turn, round after round: on a noisy machine a ratio of two loops measured a
+    # minute apart is steadier than a ratio of two loops measured in separate runs.
+    rounds = {name: [] for name in contenders}
+    for r in range(args.rounds):
+        for name, run in contenders.items():
+            rounds[name].append(run())
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rounds.items()),
+              flush=True)
+    rows = {"env_only": env_only, **{name: float(np.median(v)) for name, v in rounds.items()}}
+
+    def ratio_to(base: str) -> dict[str, float] | None:
+        """Each loop's median over rounds of its agent steps/s divided by ``base``'s in the same round."""
+        if base not in rounds:
+            return None
+        return {name: float(np.median(np.array(v) / np.array(rounds[base]))) for name, v in rounds.items()}
+
+    vs_style, vs_reference = ratio_to("cleanrl_style"), ratio_to("cleanrl_reference")
     learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"device {device}, {args.envs} envs x {args.steps} steps, {epochs} epochs x "
           f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN")
@@ -367,26 +402,31 @@ def main() -> None:
     print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
     print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s"
           + (f" = {overlap_bound / rows['cleanrl_style']:.2f}x the CleanRL-style loop" if "cleanrl_style" in rows else ""))
-    print(f"{'loop':<30} {'agent steps/s':>14} {'frames/s':>9} {'of cap':>7} {'vs cl-style':>11} {'vs reference':>13} "
-          f"{'vs env-only':>12}")
-    base, reference = rows.get("cleanrl_style"), rows.get("cleanrl_reference")
+    print(f"{'loop':<30} {'agent steps/s':>14} {'range':>11} {'frames/s':>9} {'of cap':>7} {'vs cl-style':>11} "
+          f"{'vs reference':>13} {'vs env-only':>12}")
     for name, sps in rows.items():
-        print(f"{name:<30} {sps:>14.0f} {4 * sps:>9.0f} {sps / cap:>7.0%} "
-              f"{(f'{sps / base:.2f}x' if base else '-'):>11} {(f'{sps / reference:.2f}x' if reference else '-'):>13} "
+        spread = f"{min(rounds[name]):.0f}-{max(rounds[name]):.0f}" if name in rounds else "-"
+        print(f"{name:<30} {sps:>14.0f} {spread:>11} {4 * sps:>9.0f} {sps / cap:>7.0%} "
+              f"{(f'{vs_style[name]:.2f}x' if vs_style and name in rounds else '-'):>11} "
+              f"{(f'{vs_reference[name]:.2f}x' if vs_reference and name in rounds else '-'):>13} "
               f"{sps / rows['env_only']:>11.0%}")
-    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
+    if len(rounds) > 1:
+        print(f"agent steps/s: medians of {args.rounds} rounds; ratios: medians of the per-round ratios")
+    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss[0] / 2**20:.0f} MiB")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "cpus": os.cpu_count(), "device": str(device),
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
            "config": vars(args), "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap,
-           "agent_steps_per_s": rows, "fraction_of_cap": rows["curriculum_ppo"] / cap,
+           "agent_steps_per_s": rows, "agent_steps_per_s_rounds": rounds,
+           "ratio_vs_cleanrl_style": vs_style, "ratio_vs_cleanrl_reference": vs_reference,
+           "fraction_of_cap": rows["curriculum_ppo"] / cap,
            "cpu_seconds_per_agent_step": {"env": env_cpu, "update": epochs * update_cpu},
            "perfect_overlap_bound_agent_steps_per_s": overlap_bound,
            "fraction_of_overlap_bound": rows["curriculum_ppo"] / overlap_bound,
-           "speedup_vs_cleanrl_style": rows["curriculum_ppo"] / base if base else None,
-           "speedup_vs_cleanrl_reference": rows["curriculum_ppo"] / reference if reference else None,
+           "speedup_vs_cleanrl_style": vs_style["curriculum_ppo"] if vs_style else None,
+           "speedup_vs_cleanrl_reference": vs_reference["curriculum_ppo"] if vs_reference else None,
            "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
-           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
+           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss[0]}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json_path, json.dumps(out, indent=2))
     print(f"wrote {json_path}")
