@@ -46,6 +46,17 @@ def test_probe_jump_timing_bad_input_is_one_line_and_writes_nothing(tmp_path, ca
     assert list(tmp_path.glob(".probe.json.*")) == []
 
 
+@pytest.mark.parametrize("args", [["--rounds", "0"], ["--updates", "0"], ["--spin-us", "-1"]])
+def test_bench_train_refuses_bad_counts_before_any_work(tmp_path, args):
+    out = tmp_path / "train.json"
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), *args, "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "bench_train.py: error:" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
 BENCH_LEARNING = ROOT / "scripts" / "bench_learning.py"
 
 

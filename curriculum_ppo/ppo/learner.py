@@ -83,7 +83,7 @@ class RolloutBatch:
     ``loss_mask`` is 1.0 for transitions to train on, 0.0 otherwise.
     """
 
-    obs: Tensor  # uint8 [T, B, C, H, W]
+    obs: Tensor  # uint8 [T, B, C, H, W], any strides (rollout_obs_buffer's train fastest)
     actions: Tensor  # int64 [T, B]
     logprobs: Tensor  # [T, B] log pi_old(a|s)
     values: Tensor  # [T, B] V_old(s)
