@@ -341,13 +341,14 @@ def main() -> None:
     cap = update_sps / epochs
     env_only, env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
 
-    worker_rss = [0]
+    worker_rss = 0  # the peak over all Trainer runs
 
     def trainer(**kwargs):
         def run():
+            nonlocal worker_rss
             sps, rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers, args.arch,
                                      compile=args.compile, **kwargs)
-            worker_rss[0] = max(worker_rss[0], rss)
+            worker_rss = max(worker_rss, rss)
             torch.set_num_threads(torch_default_threads)  # a Trainer on a GPU sets its learner's threads
             return sps
         return run
@@ -410,9 +411,9 @@ def main() -> None:
               f"{(f'{vs_style[name]:.2f}x' if vs_style and name in rounds else '-'):>11} "
               f"{(f'{vs_reference[name]:.2f}x' if vs_reference and name in rounds else '-'):>13} "
               f"{sps / rows['env_only']:>11.0%}")
-    if len(rounds) > 1:
+    if args.rounds > 1:
         print(f"agent steps/s: medians of {args.rounds} rounds; ratios: medians of the per-round ratios")
-    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss[0] / 2**20:.0f} MiB")
+    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
            "cpus": os.cpu_count(), "device": str(device),
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
@@ -426,7 +427,7 @@ def main() -> None:
            "speedup_vs_cleanrl_style": vs_style["curriculum_ppo"] if vs_style else None,
            "speedup_vs_cleanrl_reference": vs_reference["curriculum_ppo"] if vs_reference else None,
            "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
-           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss[0]}
+           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(json_path, json.dumps(out, indent=2))
     print(f"wrote {json_path}")
