@@ -138,14 +138,12 @@ def rollout_obs_buffer(num_steps: int, num_envs: int, obs_shape: tuple[int, ...]
     update of the Nature CNN, profiled). Shape and indexing are those of a plain tensor; only the
     strides differ. Other observation shapes are stored plainly.
     """
-    if len(obs_shape) != 3:
-        plain = torch.zeros(num_steps, num_envs, *obs_shape, dtype=torch.uint8)
-        return plain.pin_memory() if pin_memory else plain
-    channels, height, width = obs_shape
-    nhwc = torch.zeros(num_steps, num_envs, height, width, channels, dtype=torch.uint8)
+    image = len(obs_shape) == 3
+    stored = (*obs_shape[1:], obs_shape[0]) if image else tuple(obs_shape)  # [C, H, W] kept as [H, W, C]
+    buffer = torch.zeros(num_steps, num_envs, *stored, dtype=torch.uint8)
     if pin_memory:
-        nhwc = nhwc.pin_memory()
-    return nhwc.permute(0, 1, 4, 2, 3)
+        buffer = buffer.pin_memory()
+    return buffer.permute(0, 1, 4, 2, 3) if image else buffer
 
 
 def masked_mean(x: Tensor, mask: Tensor, count: Tensor) -> Tensor:
