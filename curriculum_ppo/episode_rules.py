@@ -1,8 +1,30 @@
 """When does an episode that starts from a demo state succeed, and when is it cut?
 
 An episode started at demo frame ``start`` *succeeds* when the agent's score
-since the start ties or beats what the demo scored from that frame to its end
-(the *returns-to-go*). Success is what the curriculum counts.
+since the start ties or beats what the demo scored from that frame up to a
+*target* frame. Success is what the curriculum counts. Two success rules pick
+the target (``EpisodeRulesConfig.success_rule``):
+
+* ``"demo_end"`` (the original work's rule): the target is the demo's end, so
+  the agent must tie the demo's whole *returns-to-go*. A successful episode
+  plays everything that is left of the demo, so an episode's cost grows with
+  the distance to the demo's last reward, and a start further before it than
+  ``max_episode_frames`` can never succeed.
+* ``"horizon"``: the target is the demo's first *reward event* (a frame whose
+  reward is positive) at or after ``start + success_horizon``; the agent must
+  reach the score the demo had right after that event. A successful episode
+  therefore needs about ``success_horizon`` frames plus the reward-free gap that
+  follows, whatever is left of the demo. Requiring a future reward event (and
+  not "survive ``success_horizon`` frames") is what keeps an agent that stands
+  still from passing a reward-free stretch: from every start it must reach at
+  least one more of the demo's rewards. Where no reward event lies at or after
+  ``start + success_horizon``, the target is ``start + success_horizon`` (or
+  the demo's end, if that comes first); a demo shorter than the horizon is
+  judged exactly as under ``"demo_end"``.
+
+Where nothing positive is left to score before the target (e.g. after the
+demo's last reward), tying the demo means *surviving as long as the demo did*
+up to the target, with a score gain of at least 0.
 
 Two rules keep episodes short and informative (both end the episode as a
 *truncation*, i.e. a time limit, not a game over, so the value function
@@ -32,12 +54,21 @@ import numpy as np
 from curriculum_ppo.errors import UserError
 
 REASON_SUCCESS_EXTRA_DONE = "success_extra_done"
+REASON_HORIZON = "horizon"
 REASON_LAGGING = "lagging"
 REASON_MAX_FRAMES = "max_frames"
+SUCCESS_RULES = ("horizon", "demo_end")
 
 
 @dataclass
 class EpisodeRulesConfig:
+    success_rule: str = "horizon"
+    """``"horizon"``: tie the demo's score at its first reward event at or after ``start + success_horizon``;
+    ``"demo_end"``: tie the demo's whole returns-to-go (the original rule; cost grows with the demo)."""
+
+    success_horizon: int = 2000
+    """Frames past the start after which the ``"horizon"`` rule's target reward event may lie."""
+
     lag_allowance: int = 60
     """Frames the agent may fall behind the demo's score timeline before the episode is cut."""
 
@@ -51,6 +82,10 @@ class EpisodeRulesConfig:
     """Hard time limit of one episode, in emulator frames."""
 
     def __post_init__(self) -> None:
+        if self.success_rule not in SUCCESS_RULES:
+            raise UserError(f"success rule must be one of {', '.join(SUCCESS_RULES)}, got {self.success_rule!r}")
+        if self.success_horizon < 1:
+            raise UserError(f"success horizon must be >= 1 frame, got {self.success_horizon}")
         if self.lag_allowance < 0:
             raise UserError(f"lag allowance must be >= 0 frames, got {self.lag_allowance}")
         if self.extra_frames_scale < 0:
@@ -68,7 +103,9 @@ class Verdict:
     """The episode must end now as a time limit (not a game over)."""
 
     reason: str | None
-    """Why it was truncated: ``"success_extra_done"``, ``"lagging"``, ``"max_frames"``, or ``None``."""
+    """Why it was truncated: ``"success_extra_done"`` (the demo's end tied, extra frames played),
+    ``"horizon"`` (a horizon target before the demo's end tied, extra frames played), ``"lagging"``,
+    ``"max_frames"``, or ``None``."""
 
     just_succeeded: bool = False
     """Success happened at this very step (for logging the moment of success)."""
@@ -80,21 +117,88 @@ def demo_cumulative_return(rewards: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(rewards)])
 
 
+def success_targets(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None) -> np.ndarray:
+    """``target[t]``: the demo frame whose score an episode started at frame ``t`` must tie (length ``N + 1``).
+
+    The demo has that score at frame ``target[t]``, i.e. after its action ``target[t] - 1``. Under
+    ``"demo_end"`` every target is ``N``. Under ``"horizon"`` it is one past the first positive reward
+    event at or after ``t + success_horizon``; where there is none, ``min(N, t + success_horizon)`` (so a
+    reward-free tail is survived for at most the horizon, not to its end). Pure and vectorized, so the
+    whole demo's targets (and the stretch each start needs, ``target - t``) cost one pass.
+    """
+    config = config if config is not None else EpisodeRulesConfig()
+    cum = np.asarray(demo_cumulative_return, dtype=np.float64)
+    n = len(cum) - 1
+    starts = np.arange(n + 1)
+    if config.success_rule == "demo_end":
+        return np.full(n + 1, n, dtype=np.int64)
+    events = np.flatnonzero(np.diff(cum) > 0)  # frames f whose action f earned a positive reward
+    first = np.searchsorted(events, starts + config.success_horizon, side="left")
+    target = np.minimum(n, starts + config.success_horizon).astype(np.int64)
+    found = first < len(events)
+    target[found] = events[first[found]] + 1
+    return target
+
+
+def success_stretches(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None) -> np.ndarray:
+    """``stretch[t]``: frames the demo itself took, from frame ``t``, to reach what an episode started there must tie.
+
+    Where something positive is left to score before the target, that is one past the last positive reward
+    event before the target; otherwise the survival time to the target. An agent playing exactly as the demo
+    succeeds after ``stretch[t]`` frames, so this is the least an episode from ``t`` must last.
+    """
+    cum = np.asarray(demo_cumulative_return, dtype=np.float64)
+    targets = success_targets(cum, config)
+    starts = np.arange(len(cum))
+    events = np.flatnonzero(np.diff(cum) > 0)
+    last = np.searchsorted(events, targets, side="left") - 1  # last event f < target
+    scoring = (cum[targets] - cum[starts] > 0) & (last >= 0)
+    reach = targets.copy()
+    reach[scoring] = events[last[scoring]] + 1
+    return reach - starts
+
+
+def unreachable_starts(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None) -> np.ndarray:
+    """Demo frames from which success is impossible within ``max_episode_frames``, even playing as fast as the demo.
+
+    The curriculum would stall there without saying why; training reports them (see
+    :func:`unreachable_message`).
+    """
+    config = config if config is not None else EpisodeRulesConfig()
+    return np.flatnonzero(success_stretches(demo_cumulative_return, config) > config.max_episode_frames)
+
+
+def unreachable_message(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None) -> str | None:
+    """One line saying which starts can never succeed and which flag to change, or ``None`` if every start can."""
+    config = config if config is not None else EpisodeRulesConfig()
+    bad = unreachable_starts(demo_cumulative_return, config)
+    if len(bad) == 0:
+        return None
+    longest = int(success_stretches(demo_cumulative_return, config).max())
+    fix = ("raise --max-episode-frames or use --success-rule horizon" if config.success_rule == "demo_end"
+           else "raise --max-episode-frames or lower --success-horizon")
+    return (f"demo starts at frames {int(bad.min())}..{int(bad.max())} ({len(bad)} frames) can never succeed: "
+            f"tying the demo from there takes up to {longest} frames, over the episode cap of "
+            f"{config.max_episode_frames} (--max-episode-frames); the curriculum will stall before them; {fix}")
+
+
 class DemoEpisodeTracker:
     """Applies the rules to one episode; call :meth:`step` after every agent step.
 
     ``demo_cumulative_return[t]`` is the demo's score accumulated before frame
     ``t`` (length ``N + 1``, see :func:`demo_cumulative_return`), so the demo's
-    returns-to-go from ``start`` are ``cum[N] - cum[start]``.
+    score from ``start`` to the target frame ``T`` is ``cum[T] - cum[start]``
+    (see :func:`success_targets` for ``T``).
 
-    Success when there is nothing left to score (returns-to-go 0, e.g. the
+    Success when there is nothing positive to score up to the target (e.g. the
     start is after the demo's last reward): tying the demo then means
     *surviving as long as the demo did*, i.e. success once ``frames_elapsed >=
-    N - start`` with a score gain >= 0. Declaring success immediately would
+    T - start`` with a score gain >= 0. Declaring success immediately would
     teach nothing and would let the curriculum pass the demo's tail without
     the agent ever playing it. (The caller ends episodes on game over, so an
-    agent that dies before the demo's end does not succeed.) With ``start ==
-    0`` this is the same rule: tie or beat the demo's full return.
+    agent that dies before the target does not succeed.) With ``start == 0``
+    and a demo shorter than the horizon, this is the original rule: tie or
+    beat the demo's full return.
     """
 
     def __init__(
@@ -114,6 +218,9 @@ class DemoEpisodeTracker:
         self.config = config if config is not None else EpisodeRulesConfig()
         self.rng = rng if rng is not None else np.random.default_rng()
         self.returns_to_go = float(self.cum[-1] - self.cum[start])
+        self.target_frame = int(success_targets(self.cum, self.config)[start])
+        self.target_score = float(self.cum[self.target_frame] - self.cum[start])
+        """The demo's score gain from ``start`` to its target frame: what the agent must tie."""
         self.success_frame: int | None = None  # frames_elapsed at which success happened
         self.extra_frames: int | None = None  # drawn at success
 
@@ -127,9 +234,9 @@ class DemoEpisodeTracker:
         return float(self.cum[index] - self.cum[self.start])
 
     def _ties_demo(self, frames_elapsed: int, score_gain: float) -> bool:
-        if self.returns_to_go > 0:
-            return score_gain >= self.returns_to_go
-        return score_gain >= 0 and frames_elapsed >= self.demo_length - self.start
+        if self.target_score > 0:
+            return score_gain >= self.target_score
+        return score_gain >= 0 and frames_elapsed >= self.target_frame - self.start
 
     def step(self, frames_elapsed: int, score_gain: float) -> Verdict:
         """``frames_elapsed``: emulator frames since the start; ``score_gain``: raw game score since the start."""
@@ -143,7 +250,7 @@ class DemoEpisodeTracker:
         if self.success_frame is not None:
             assert self.extra_frames is not None
             if frames_elapsed - self.success_frame >= self.extra_frames:
-                reason = REASON_SUCCESS_EXTRA_DONE
+                reason = REASON_HORIZON if self.target_frame < self.demo_length else REASON_SUCCESS_EXTRA_DONE
         else:
             required = self._demo_score_at(frames_elapsed - self.config.lag_allowance)
             if score_gain < required - self.config.score_deficit_allowance:

@@ -7,7 +7,11 @@ from curriculum_ppo.episode_rules import (
     DemoEpisodeTracker,
     EpisodeRulesConfig,
     demo_cumulative_return,
+    success_targets,
+    unreachable_message,
+    unreachable_starts,
 )
+from curriculum_ppo.errors import UserError
 
 # A 1000-frame demo scoring 100 at frame 400 and 300 at frame 800.
 REWARDS = np.zeros(1000)
@@ -109,3 +113,100 @@ def test_zero_returns_to_go_needs_survival_until_demo_end():
 def test_start_out_of_range():
     with pytest.raises(ValueError):
         tracker(start=1001)
+
+
+# --- the horizon rule: bounded cost per episode on long demos ---------------------------------------
+
+# A 30,000-frame demo: +100 at frames 1,000 and 2,000, then a reward-free stretch of 15,000 frames that
+# ends in +300 at frame 17,000, a -1 at 20,000, +500 at 29,000 and a reward-free tail.
+LONG = np.zeros(30_000)
+LONG[[1_000, 2_000, 17_000, 20_000, 29_000]] = [100.0, 100.0, 300.0, -1.0, 500.0]
+LONG_CUM = demo_cumulative_return(LONG)
+
+
+def long_tracker(start, rule="horizon", horizon=500, **overrides):
+    config = EpisodeRulesConfig(success_rule=rule, success_horizon=horizon,
+                                **{"lag_allowance": 100_000, "max_episode_frames": 100_000, **overrides})
+    return DemoEpisodeTracker(LONG_CUM, start, config, np.random.default_rng(0))
+
+
+def test_success_targets_pick_the_first_positive_event_after_the_horizon():
+    config = EpisodeRulesConfig(success_rule="horizon", success_horizon=500)
+    target = success_targets(LONG_CUM, config)
+    assert len(target) == 30_001
+    assert target[0] == 1_001  # the +100 at 1,000 is the first event at or after 0 + 500
+    assert target[500] == 1_001 and target[501] == 2_001  # event exactly at start + H counts, one later does not
+    assert target[3_000] == 17_001  # across the reward-free stretch: the next reward, not 3,500
+    assert target[19_700] == 29_001  # the -1 at 20,000 is not a target
+    assert target[29_000] == 29_500 and target[29_800] == 30_000  # reward-free tail: start + H, clipped to N
+    assert (success_targets(LONG_CUM, EpisodeRulesConfig(success_rule="demo_end")) == 30_000).all()
+
+
+def test_horizon_before_after_and_at_a_reward_event():
+    t = long_tracker(1_200)  # target: the +100 at 2,000 (received on frame 2,001), so 100 points to tie
+    assert t.target_frame == 2_001 and t.target_score == 100.0
+    assert not t.step(799, 99.0).success  # before the event, one point short
+    v = t.step(801, 100.0)  # at the event: tied
+    assert v.success and v.just_succeeded and not v.truncated
+    # from before the first event, both events are needed
+    assert long_tracker(600).target_score == 200.0
+    # after the event, a late agent that ties is still a success
+    late = long_tracker(1_200)
+    assert late.step(5_000, 100.0).success
+
+
+def test_horizon_success_costs_a_bounded_stretch_while_the_original_rule_needs_the_rest_of_the_demo():
+    horizon, original = long_tracker(1_500), long_tracker(1_500, rule="demo_end")
+    assert horizon.target_score == 100.0 and original.target_score == 899.0
+    assert horizon.step(501, 100.0).success  # the demo's +100 at 2,000 is 500 frames on
+    v = horizon.step(501 + horizon.extra_frames, 100.0)
+    assert v.truncated and v.reason == "horizon"  # a truncation (bootstrapped), named apart from the demo's end
+    assert not original.step(501, 100.0).success and not original.step(27_000, 898.0).success
+    assert original.step(27_501, 899.0).success
+
+
+def test_standing_still_never_succeeds_across_a_reward_free_stretch_that_ends_in_a_reward():
+    for start in range(2_001, 16_501, 250):  # every start with start + H inside the stretch needs the +300
+        t = long_tracker(start)
+        assert t.target_frame == 17_001 and t.target_score == 300.0
+        for frames in range(0, 40_000, 4):
+            assert not t.step(frames, 0.0).success
+        assert t.step(17_001 - start, 300.0).success
+
+
+def test_horizon_with_nothing_left_to_score_means_surviving_the_horizon_only():
+    t = long_tracker(29_100, horizon=500)  # after the last reward; the demo has 900 frames left
+    assert t.target_frame == 29_600 and t.target_score == 0.0
+    assert not t.step(496, 0.0).success
+    assert t.step(500, 0.0).success
+    assert not long_tracker(29_100).step(500, -1.0).success  # a loss of points is not a tie
+
+
+def test_horizon_longer_than_the_demo_is_the_original_rule():
+    for start in (0, 400, 600, 900, 1_000):
+        a = DemoEpisodeTracker(CUM, start, EpisodeRulesConfig(success_rule="horizon", success_horizon=1_001))
+        b = DemoEpisodeTracker(CUM, start, EpisodeRulesConfig(success_rule="demo_end"))
+        assert (a.target_frame, a.target_score) == (b.target_frame, b.target_score)
+        for frames, gain in ((0, 0.0), (100, 0.0), (400, 100.0), (1000, 300.0), (1000, 400.0)):
+            assert a._ties_demo(frames, gain) == b._ties_demo(frames, gain)
+
+
+def test_unreachable_starts_and_the_stall_message():
+    capped = {"max_episode_frames": 18_000}
+    original = EpisodeRulesConfig(success_rule="demo_end", **capped)
+    bad = unreachable_starts(LONG_CUM, original)
+    assert bad.min() == 0 and bad.max() == 29_001 - 18_001  # 29,001 - t > 18,000
+    message = unreachable_message(LONG_CUM, original)
+    assert "0..11000" in message and "--max-episode-frames" in message and "--success-rule horizon" in message
+    # the horizon rule's longest stretch is H plus the longest gap, here 2,001 -> 17,001: within the cap
+    horizon = EpisodeRulesConfig(success_rule="horizon", success_horizon=500, **capped)
+    assert len(unreachable_starts(LONG_CUM, horizon)) == 0 and unreachable_message(LONG_CUM, horizon) is None
+    tight = EpisodeRulesConfig(success_rule="horizon", success_horizon=500, max_episode_frames=10_000)
+    assert "--success-horizon" in unreachable_message(LONG_CUM, tight)
+
+
+def test_rule_config_is_validated():
+    with pytest.raises(UserError, match="success rule"):
+        EpisodeRulesConfig(success_rule="sometimes")
+    with pytest.raises(UserError, match="horizon"):
+        EpisodeRulesConfig(success_horizon=0)
