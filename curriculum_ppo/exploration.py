@@ -12,7 +12,8 @@ scripts/probe_jump_timing.py --checkpoint RUN/checkpoints/latest.pt``). PPO
 cannot reinforce what it never samples.
 
 The fix here: a fraction of the episodes that start in the curriculum window
-*explore*: for their first ``steps`` agent steps the action comes from the
+*explore*: for their first ``steps`` agent steps (after any warm-up steps
+that replay the demo) the action comes from the
 mixture ``(1 - epsilon) * policy + epsilon * uniform``. The logged
 log-probability is that of the mixture, the distribution the action was really
 drawn from, so PPO's ratio ``pi_new / behaviour`` stays an honest importance
@@ -93,10 +94,16 @@ class ExplorationBudget:
         self.left[env] = self.config.steps if explores else 0
         return explores
 
-    def epsilons(self, envs: slice) -> Tensor | None:
-        """Epsilon per env of ``envs`` for this step (consumes one step of each budget); ``None`` if none explores."""
+    def epsilons(self, envs: slice, replayed: np.ndarray | None = None) -> Tensor | None:
+        """Epsilon per env of ``envs`` for this step (consumes one step of each budget); ``None`` if none explores.
+
+        ``replayed`` (bool per env of ``envs``): envs whose step replays the demo (warm-up). Their action
+        is ignored, so they neither explore nor spend their budget: the ``steps`` exploring steps are the
+        episode's first real decisions."""
         left = self.left[envs]
         active = left > 0
+        if replayed is not None:
+            active &= ~np.asarray(replayed, dtype=bool)
         if not active.any():
             return None
         left[active] -= 1

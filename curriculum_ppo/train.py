@@ -432,10 +432,13 @@ class Trainer:
         """Record step t's observations of ``envs``, choose their actions and start stepping them."""
         pool = self.pool
         buffers["obs"][t, envs].copy_(torch.from_numpy(pool.obs[envs]))
-        buffers["loss_mask"][t, envs] = torch.from_numpy(~pool.warmup[envs])
+        # pool.warmup: this observation's step replays the demo (the action is ignored), so it is not
+        # trained on and does not use up the episode's exploring steps.
+        replayed = pool.warmup[envs].copy()
+        buffers["loss_mask"][t, envs] = torch.from_numpy(~replayed)
         obs = buffers["obs"][t, envs].to(self.device, non_blocking=True)
         starts = buffers["episode_starts"][t, envs].to(self.device)
-        epsilon = self.explore.epsilons(envs) if self.explore.enabled else None
+        epsilon = self.explore.epsilons(envs, replayed) if self.explore.enabled else None
         action, logprob, value, new_hidden = policy.act(obs, None if hidden is None else hidden[envs], starts,
                                                         epsilon=epsilon)
         action_cpu = action.cpu()

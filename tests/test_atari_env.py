@@ -26,10 +26,11 @@ def test_demo_start_observation_equals_replaying_the_demo_up_to_it(demo):
     for t in (57, 100, 252, 400, 635):
         expected, _ = direct.reset(options={"start_frame": t})
         obs, info = warm.reset(options={"start_frame": t})
-        assert info["warmup"]
-        for _ in range(10):  # the agent's actions are ignored while the demo is replayed
+        assert info["warmup"]  # the next step replays the demo
+        for i in range(10):  # the agent's actions are ignored while the demo is replayed
             obs, reward, _, _, info = warm.step(5)
-            assert info["warmup"] and reward == 0.0
+            assert info["replayed"] and reward == 0.0
+            assert info["warmup"] == (i < 9)  # after the 10th, the agent decides (at frame t)
         np.testing.assert_array_equal(obs, expected)
         assert np.array_equal(warm.emulator.ram(), demo.ram[t])
         assert np.array_equal(direct.emulator.ram(), demo.ram[t])
@@ -76,17 +77,21 @@ def test_real_start_with_noops_and_life_loss_ends_training_episode():
 
 
 def test_rgb_observation_mode_and_warmup_steps(demo):
+    """``info["warmup"]`` flags the observations whose step is replayed: exactly 5 of them, the
+    reset's included; the 5th replayed step hands over at the start frame, so the next is the agent's."""
     env = AtariEnv(demo=demo, config=AtariConfig(obs_mode="rgb105x80", warmup_steps=5))
     obs, info = env.reset(options={"start_frame": 300})
     assert obs.shape == (12, 105, 80) and info["warmup"]
-    warm = 0
-    while True:
+    flagged, replayed = 1, 0
+    while info.get("warmup"):
         obs, reward, terminated, truncated, info = env.step(0)
-        if not info.get("warmup"):
-            break
-        warm += 1
+        replayed += bool(info.get("replayed"))
+        flagged += bool(info.get("warmup"))
         assert reward == 0.0
-    assert warm == 5
+    assert flagged == replayed == 5
+    assert np.array_equal(env.emulator.ram(), demo.ram[300])  # at the start frame, the agent's turn
+    _, _, _, _, info = env.step(0)
+    assert "replayed" not in info and not info.get("warmup")
 
 
 def test_cached_demo_start_is_identical_to_a_fresh_one(demo):

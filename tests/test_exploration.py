@@ -67,6 +67,10 @@ def test_budget_counts_down_per_env_and_only_window_starts_explore():
     assert budget.epsilons(slice(0, 2)).tolist() == [0.5, 0.0]
     assert budget.epsilons(slice(None)) is None  # env 0 used its 2 steps
     assert budget.take_count() == 3 and budget.take_count() == 0
+    assert budget.begin(1, True, rng)  # a replayed (warm-up) step neither explores nor spends the budget
+    assert budget.epsilons(slice(None), np.array([False, True, False])) is None
+    assert budget.epsilons(slice(1, 3), np.array([False, False])).tolist() == [0.5, 0.0]
+    assert budget.left.tolist() == [0, 1, 0] and budget.take_count() == 1
     half = ExplorationBudget(1, ExploreConfig(fraction=0.5))
     share = np.mean([half.begin(0, True, rng) for _ in range(4000)])
     assert abs(share - 0.5) < 0.03
@@ -78,11 +82,13 @@ def test_budget_counts_down_per_env_and_only_window_starts_explore():
             ExploreConfig(**bad)
 
 
-def _rollout(tmp_path, explore: ExploreConfig, random_start_fraction: float = 0.2, steps: int = 64):
+def _rollout(tmp_path, explore: ExploreConfig, random_start_fraction: float = 0.2, steps: int = 64,
+             warmup_steps: int = 0):
     config = TrainConfig(demo=DEMO, num_envs=2, num_workers=0, num_steps=steps, seed=5, status_every=1e9,
                          explore=explore)
     config.curriculum.random_start_fraction = random_start_fraction
-    trainer = Trainer(config, tmp_path / f"run{explore.epsilon}-{random_start_fraction}", quiet=True)
+    config.atari.warmup_steps = warmup_steps
+    trainer = Trainer(config, tmp_path / f"run{explore.epsilon}-{random_start_fraction}-{warmup_steps}", quiet=True)
     try:
         with torch.no_grad():
             trainer.behaviour.policy_head.bias.zero_()
@@ -111,6 +117,37 @@ def test_rollout_explores_the_first_steps_of_every_window_episode(tmp_path):
     assert (uniform == (since < 3)).all()
     assert (buffers["actions"].numpy()[since >= 3] == 0).mean() > 0.9
     assert all(episode["explored"] for episode in episodes)
+
+
+@pytest.mark.parametrize("warmup,explore_steps", [(4, 3), (2, 5)], ids=["warmup>=explore", "warmup<explore"])
+def test_warmup_masks_exactly_its_steps_and_exploring_starts_at_the_first_real_decision(tmp_path, warmup,
+                                                                                         explore_steps):
+    """Real emulator, bundled demo, restarts included: with ``--warmup-steps k`` exactly the k replayed
+    steps of each episode are masked out of the loss, the (k+1)-th, the agent's first real decision at the
+    start frame, is trained on, and the ``--explore-steps`` exploring steps come right after the warm-up
+    (eps 1 makes them exactly uniform: log-probability -log 18), none of them during it."""
+    trainer, buffers, episodes = _rollout(tmp_path, ExploreConfig(epsilon=1.0, steps=explore_steps, fraction=1.0),
+                                          random_start_fraction=0.0, warmup_steps=warmup)
+    starts = buffers["episode_starts"]
+    ends = (buffers["terminations"] | buffers["truncations"]).numpy()
+    masked = ~buffers["loss_mask"].numpy()
+    uniform = torch.isclose(buffers["logprobs"], torch.tensor(-math.log(18)), atol=1e-5).numpy()
+    complete = 0
+    for env in range(2):
+        t0 = 0
+        for t in range(starts.shape[0]):
+            if not ends[t, env]:
+                continue
+            length = t + 1 - t0
+            assert length > warmup + explore_steps, (env, t0, t)  # each episode outlives both
+            assert masked[t0:t + 1, env].sum() == warmup and masked[t0:t0 + warmup, env].all()
+            assert not masked[t0 + warmup, env]  # the first real decision is trained on
+            assert uniform[t0:t + 1, env].sum() == explore_steps
+            assert uniform[t0 + warmup:t0 + warmup + explore_steps, env].all()
+            complete, t0 = complete + 1, t + 1
+    assert complete >= 2 and len(episodes) == complete
+    assert all(episode["explored"] and episode["start_frame"] >= 4 * warmup for episode in episodes)
+    assert trainer.explore.take_count() == uniform.sum()  # the logged count: real steps only
 
 
 def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_path):

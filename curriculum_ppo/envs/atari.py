@@ -10,8 +10,13 @@ an array copy per step.
 Episodes can start from a demo frame (``reset(options={"start_frame": t})``).
 The frame stack is then filled from the demo's own frames just before ``t``,
 and optionally ``warmup_steps`` agent steps replay the demo before control is
-handed over (their transitions carry ``info["warmup"] = True`` so the learner
-can mask them out: a recurrent policy's memory gets warmed up on them). While
+handed over: a recurrent policy's memory gets warmed up on them, and the learner
+masks them out. ``info["warmup"]``, returned with every observation by ``reset``
+and ``step``, says whether the *next* step from that observation is a replayed
+one (the agent's action ignored): with ``k`` warm-up steps exactly ``k``
+observations carry it, and the observation at the start frame, the agent's
+first real decision, does not. The replayed steps themselves return
+``info["replayed"] = True``. While
 playing from a demo start, :class:`~curriculum_ppo.episode_rules.DemoEpisodeTracker`
 decides success and cuts lagging episodes.
 """
@@ -226,7 +231,8 @@ class AtariEnv(gym.Env):
             self._demo_frame += cfg.frameskip
             self._warmup_left -= 1
             self._lives = self.emulator.lives()
-            return self._stack.copy(), 0.0, False, False, {"warmup": True, "demo_action": demo_actions[0]}
+            info = {"warmup": self._warmup_left > 0, "replayed": True, "demo_action": demo_actions[0]}
+            return self._stack.copy(), 0.0, False, False, info
 
         action = int(action)
         if cfg.sticky_prob > 0:
