@@ -122,3 +122,32 @@ def test_mp4_write_errors_are_one_line_and_leave_nothing(tmp_path, case):
     assert not target.exists()
     if case == "full disk":
         assert list(target.parent.iterdir()) == []  # the temporary file is gone too
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((shutil.which(n) for n in ("chromium-headless-shell", "chromium") if shutil.which(n)), None)
+
+
+PAGE = """<html><body><video id="v" muted playsinline></video><div id="out">pending</div><script>
+const v = document.getElementById('v'), out = document.getElementById('out');
+v.addEventListener('error', () => { out.textContent = 'error ' + (v.error && v.error.code); });
+v.addEventListener('canplaythrough', () => { out.textContent = 'ready ' + v.readyState + ' ' + v.duration; v.play(); });
+v.src = 'clip.mp4';
+</script></body></html>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Debian's chromium-headless-shell is not installed (.ci/run installs it)")
+def test_a_browser_plays_the_video(tmp_path):
+    """A real browser: headless Chromium loads the MP4 in a <video>, knows its duration and can play it."""
+    frames = _gradient_frames(60, 210, 160)
+    write_mp4(tmp_path / "clip.mp4", frames, fps=30)
+    (tmp_path / "page.html").write_text(PAGE)
+    proc = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+         "--autoplay-policy=no-user-gesture-required", "--virtual-time-budget=10000", "--dump-dom",
+         (tmp_path / "page.html").as_uri()],
+        capture_output=True, text=True, timeout=120)
+    out = proc.stdout[proc.stdout.index('<div id="out">') + 14:].split("<", 1)[0]
+    assert out == "ready 4 2", f"the browser said {out!r} (error 4: format not supported)"
