@@ -278,6 +278,34 @@ def episode_seed(base: int, index: int) -> int:
     return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
 
 
+def build_spec(settings: EvalSettings, game: str, atari: dict, rules: dict, demo_path: str | None = None,
+               start: int | None = None) -> tuple[EvalEnvSpec, list[str], list[int]]:
+    """The envs of an evaluation: one job per (protocol, episode seed), and each protocol's settings.
+
+    ``atari`` and ``rules`` are the checkpoint's; the protocols change only what they name (no-ops,
+    sticky actions, epsilon) on top of them. From the game start episodes play on after a life is
+    lost; from a demo frame they end as the curriculum ended them in training. Returns the spec,
+    the protocols in table order and the episode seeds they share.
+    """
+    atari = {**atari, "max_episode_frames": settings.max_frames}
+    rules = dict(rules)
+    if start is None:
+        atari["end_on_life_loss"] = False
+    else:
+        rules["max_episode_frames"] = settings.max_frames
+    protocols = resolve_protocols(settings.protocols, demo_start=start is not None)
+    seeds = [episode_seed(settings.seed, k) for k in range(settings.episodes)]
+    jobs = [(p, s, start) for p in protocols for s in seeds]
+    protocol_configs = {}
+    for p in protocols:
+        o = settings.protocol_overrides(p)
+        protocol_configs[p] = {"atari": {**atari, "noop_max": o["noop_max"], "sticky_prob": o["sticky_prob"]},
+                               "epsilon": o["epsilon"]}
+    spec = EvalEnvSpec(game=game, demo_path=demo_path, atari=atari, rules=rules, jobs=jobs,
+                       protocol_configs=protocol_configs)
+    return spec, protocols, seeds
+
+
 # --- the run -----------------------------------------------------------------------------
 class _Progress:
     def __init__(self, total: int, every: float, stream=None):
@@ -530,9 +558,6 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
         print(f"evaluate: warning: the installed {display_name(ckpt.game)} ROM (md5 {installed_md5}) differs "
               f"from the one the checkpoint was trained on ({ckpt.rom_md5})", file=sys.stderr)
 
-    atari = dict(ckpt.atari)
-    rules = dict(ckpt.rules)
-    atari["max_episode_frames"] = settings.max_frames
     demo_path = None
     start = None
     if settings.demo is not None or settings.start_frame is not None:
@@ -557,21 +582,9 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
         if not 0 <= start <= len(demo):
             raise UserError(f"--start-frame {start} is outside the demo (0..{len(demo)})")
         demo_path = str(demo_path)
-        rules["max_episode_frames"] = settings.max_frames
-        # The curriculum's view: life loss ends the episode as it did in training.
-    else:
-        atari["end_on_life_loss"] = False
 
-    protocols = resolve_protocols(settings.protocols, demo_start=start is not None)
-    seeds = [episode_seed(settings.seed, k) for k in range(settings.episodes)]
-    jobs = [(p, s, start) for p in protocols for s in seeds]
-    protocol_configs = {}
-    for p in protocols:
-        o = settings.protocol_overrides(p)
-        protocol_configs[p] = {"atari": {**atari, "noop_max": o["noop_max"], "sticky_prob": o["sticky_prob"]},
-                               "epsilon": o["epsilon"]}
-    spec = EvalEnvSpec(game=ckpt.game, demo_path=demo_path, atari=atari, rules=rules, jobs=jobs,
-                       protocol_configs=protocol_configs)
+    spec, protocols, seeds = build_spec(settings, ckpt.game, ckpt.atari, ckpt.rules, demo_path, start)
+    atari = spec.atari
     if not quiet:
         where = f"demo frame {start} of {demo_path}" if start is not None else "the game start"
         print(f"evaluate: {display_name(ckpt.game)} checkpoint {ckpt.path} ({ckpt.frames:,} training frames); "
