@@ -13,7 +13,19 @@ only) with the same PPO settings on the same env
   learner, so that its ratio to the Trainer isolates the loop (overlap,
   shared-memory workers) from the learner's code;
 * ``curriculum_ppo``: the Trainer (shared-memory env workers, rollout of the
-  next batch overlapped with the PPO update of the previous one).
+  next batch overlapped with the PPO update of the previous one), as ``train``
+  runs it (metrics, final checkpoint and plots included).
+
+Every contender does the same work: one run is ``--updates`` + 1 rollouts of
+``--envs`` x ``--steps`` agent steps, each followed by its PPO update, in a
+process of its own, and every run is timed the same way (``loop_timing.py``):
+
+* whole run: the run's agent steps over the time from its process's start to
+  its exit (imports, env and network set-up, the last update, closing): what a
+  user waits for, for this frame budget;
+* complete cycles: the agent steps of rollouts 2 onwards over the time from the
+  start of rollout 2 to the end of the last update, so every step counted was
+  both collected and trained on in the span, overlapped or not.
 
 Also measured in the same run: the update alone on a random batch
 (forward+backward samples/s), which caps any loop at
@@ -21,12 +33,14 @@ Also measured in the same run: the update alone on a random batch
 stepping with random actions, no policy), the other bound. Reports agent
 steps/s, ratios, fraction of the cap, and peak RSS of learner + workers.
 
-The loops run in turn, ``--rounds`` times (each run: one untimed update, then
-``--updates`` timed ones); the table gives each loop's median over the rounds
-and the median of its per-round ratios to the CleanRL loops, so a slow minute
-on a shared machine moves one round, not the verdict.
+The loops run in turn, ``--rounds`` times; the tables give each loop's median
+over the rounds and the median of its per-round ratios to the CleanRL loops,
+so a slow minute on a shared machine moves one round, not the verdict. The
+load average before the run and what other processes used during it are
+recorded, with a warning when the machine was busy.
 
 Usage: python scripts/bench_train.py [--rounds 3] [--updates 6] [--device auto|cpu|cuda] [--json OUT]
+(default JSON: runs/bench/bench_train/bench_train_<device>.json)
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -45,11 +61,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_update import random_batch, sync  # scripts/ is on sys.path when a script runs
-from curriculum_ppo.atomic import write_text_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported by a test or another script
+from bench_common import LoadCheck, default_output, usable_cores, write_json  # noqa: E402
+from bench_update import random_batch, sync  # noqa: E402
+from loop_timing import LoopClock, LoopRecord, cycles_rate, whole_run_rate  # noqa: E402
+
+from curriculum_ppo.atomic import check_destination  # noqa: E402
+from curriculum_ppo.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "demos" / "MontezumaRevenge-room1.h5")
+SCRIPT = Path(__file__).resolve()
 
 
 def bench_update_only(device, num_envs, steps, arch, repeats=2) -> float:
@@ -122,7 +144,7 @@ def _demo_start_sync_envs(num_envs):
     return gym.vector.SyncVectorEnv([lambda i=i: DemoStart(AtariEnv(demo=demo, seed=i), i) for i in range(num_envs)])
 
 
-def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
+def cleanrl_style_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch) -> None:
     """Synchronous collect-then-update, as in CleanRL's ppo_atari.py (same net, learner and GAE)."""
     from curriculum_ppo.ppo.gae import compute_gae
     from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
@@ -136,10 +158,8 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
     T, B = steps, num_envs
     buf_obs = rollout_obs_buffer(T, B, policy.config.obs_shape)  # our learner's storage layout
     buf = {k: torch.zeros(T, B) for k in ("actions", "logprobs", "values", "rewards", "dones")}
-    start = None
-    for update in range(updates + 1):
-        if update == 1:
-            start = time.perf_counter()
+    for _ in range(rollouts):
+        clock.rollout_started()
         for t in range(T):
             buf_obs[t] = torch.from_numpy(obs)
             with torch.no_grad():
@@ -155,12 +175,12 @@ def bench_cleanrl_style(device, num_envs, steps, updates, arch) -> float:
                              values=buf["values"], advantages=adv, returns=ret, episode_starts=torch.zeros(T, B),
                              loss_mask=torch.ones(T, B))
         learner.update(batch.to(device))
-    elapsed = time.perf_counter() - start
+        sync(device)
+        clock.update_finished()
     envs.close()
-    return updates * T * B / elapsed
 
 
-def bench_cleanrl_reference(device, num_envs, steps, updates) -> float:
+def cleanrl_reference_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch="nature") -> None:
     """CleanRL's ppo_atari.py as a user would run it, written independently of our PPO code.
 
     Its own Nature-CNN agent (NCHW, ``x / 255`` in the forward pass, ``torch.distributions.Categorical``),
@@ -218,11 +238,8 @@ def bench_cleanrl_reference(device, num_envs, steps, updates) -> float:
     next_obs, next_done = torch.Tensor(next_obs).to(device), torch.zeros(B, device=device)
     batch_size = T * B
     minibatch_size = batch_size // cfg.num_minibatches
-    start = None
-    for update in range(updates + 1):
-        if update == 1:
-            sync(device)
-            start = time.perf_counter()
+    for _ in range(rollouts):
+        clock.rollout_started()
         for t in range(T):
             obs[t], dones[t] = next_obs, next_done
             with torch.no_grad():
@@ -273,34 +290,149 @@ def bench_cleanrl_reference(device, num_envs, steps, updates) -> float:
                 optimizer.step()
         y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
         explained_var = np.nan if np.var(y_true) == 0 else 1 - np.var(y_true - y_pred) / np.var(y_true)  # noqa: F841
-    sync(device)
-    elapsed = time.perf_counter() - start
+        sync(device)
+        clock.update_finished()
     envs.close()
     torch.backends.cudnn.deterministic = deterministic
-    return updates * T * B / elapsed
 
 
-def bench_trainer(device, num_envs, steps, updates, workers, arch, overlap=True, compile=False, threads=None,
-                  env_groups=1, learner_steps_envs=False, groups_by_worker=False, spin_wait_us=0.0):
+def trainer_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch, workers, overlap=True, compile=False,
+                 threads=None, env_groups=1, learner_steps_envs=False, groups_by_worker=False,
+                 spin_wait_us=0.0) -> int:
+    """The Trainer as ``train`` runs it, for ``rollouts`` rollouts; returns the workers' peak RSS (bytes)."""
     from curriculum_ppo.train import Trainer, TrainConfig
 
+    class TimedTrainer(Trainer):
+        """Tells the clock when each rollout starts and when each update is done; changes nothing else."""
+
+        def _collect(self, *args, **kwargs):
+            clock.rollout_started()
+            return super()._collect(*args, **kwargs)
+
+        def _after_update(self, *args, **kwargs):
+            super()._after_update(*args, **kwargs)
+            sync(self.device)
+            clock.update_finished()
+
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(demo=DEMO, total_frames=(updates + 1) * num_envs * steps * 4, num_envs=num_envs,
-                             num_workers=workers, num_steps=steps, device=str(device), status_every=1e9,
-                             latest_every=10_000, checkpoint_every=10_000, arch=arch, overlap=overlap, compile=compile,
-                             torch_threads=threads, env_groups=env_groups, learner_steps_envs=learner_steps_envs,
+        config = TrainConfig(demo=DEMO, num_envs=num_envs, num_workers=workers, num_steps=steps,
+                             device=str(device), status_every=1e9, latest_every=10_000, checkpoint_every=10_000,
+                             arch=arch, overlap=overlap, compile=compile, torch_threads=threads,
+                             env_groups=env_groups, learner_steps_envs=learner_steps_envs,
                              groups_by_worker=groups_by_worker, spin_wait_us=spin_wait_us)
-        trainer = Trainer(config, Path(tmp) / "run", quiet=True)
+        config.total_frames = rollouts * num_envs * steps * config.atari.frameskip
+        trainer = TimedTrainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
-        rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-        first, last = rows[0], rows[-1]
-        sps = (last["frames"] - first["frames"]) / 4 / (last["time"] - first["time"])
-        return sps, sum(trainer.worker_peak_rss)
+        return sum(trainer.worker_peak_rss)
 
 
-def main() -> None:
+LOOPS = {"cleanrl_reference": cleanrl_reference_loop, "cleanrl_style": cleanrl_style_loop, "trainer": trainer_loop}
+
+
+def run_contender(spec: dict, device: torch.device, num_envs: int, steps: int, rollouts: int, arch: str,
+                  workers: int, compile: bool = False) -> dict:
+    """One run of one loop in this process: its :class:`LoopRecord` and peak RSS, for the parent's JSON."""
+    kwargs = dict(spec.get("kwargs", {}))
+    clock = LoopClock(num_envs * steps)
+    worker_rss = 0
+    if spec["loop"] == "trainer":
+        kwargs.setdefault("workers", workers)
+        worker_rss = trainer_loop(clock, device, num_envs, steps, rollouts, arch, compile=compile, **kwargs)
+    else:
+        LOOPS[spec["loop"]](clock, device, num_envs, steps, rollouts, arch, **kwargs)
+    record = clock.finished()
+    if record.rollouts != rollouts:
+        raise RuntimeError(f"{spec['name']}: {record.rollouts} rollouts timed, {rollouts} expected")
+    return {"record": record.to_dict(), "peak_rss_learner_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "peak_rss_workers_bytes": worker_rss}
+
+
+class ContenderFailed(Exception):
+    pass
+
+
+def measure_process(argv: list[str], record_path: Path) -> dict:
+    """Run ``argv`` (a process that writes a ``run_contender`` result to ``record_path``) and time it from
+    its start to its exit: the whole-run and complete-cycles rates, both from :mod:`loop_timing`."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["no output"])[-1]
+        raise ContenderFailed(f"exit {proc.returncode}: {last}")
+    result = json.loads(record_path.read_text())
+    record = LoopRecord.from_dict(result["record"])
+    return {"whole_run": whole_run_rate(record, seconds), "cycles": cycles_rate(record), "seconds": seconds,
+            "setup_seconds": record.rollout_starts[0] - record.begin, "agent_steps": record.total_steps,
+            "peak_rss_learner_bytes": result["peak_rss_learner_bytes"],
+            "peak_rss_workers_bytes": result["peak_rss_workers_bytes"]}
+
+
+def measure(spec: dict, device: torch.device, num_envs: int, steps: int, updates: int, arch: str, workers: int,
+            compile: bool = False) -> dict:
+    """One run of the contender ``spec`` ({"name", "loop", "kwargs"}) in a process of its own, timed."""
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        record_path = Path(tmp) / "record.json"
+        argv = [sys.executable, str(SCRIPT), "--device", str(device), "--envs", str(num_envs), "--steps", str(steps),
+                "--updates", str(updates), "--arch", arch, "--workers", str(workers),
+                *(["--compile"] if compile else []), "--contender", json.dumps(spec), "--record", str(record_path)]
+        try:
+            return measure_process(argv, record_path)
+        except ContenderFailed as exc:
+            raise UserError(f"{spec['name']} failed ({exc})") from None
+
+
+def contenders(args) -> list[dict]:
+    specs = []
+    if not args.skip_cleanrl:
+        if args.arch == "nature" and not args.skip_reference:
+            specs.append({"name": "cleanrl_reference", "loop": "cleanrl_reference"})
+        specs.append({"name": "cleanrl_style", "loop": "cleanrl_style"})
+    specs.append({"name": "curriculum_ppo", "loop": "trainer"})
+    for n in args.trainer_threads:
+        specs.append({"name": f"curriculum_ppo_threads{n}", "loop": "trainer", "kwargs": {"threads": n}})
+    if args.pool_variants:
+        for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
+                             ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True}),
+                             ("learner_worker_spin", {"learner_steps_envs": True, "spin_wait_us": args.spin_us}),
+                             ("learner_worker_2_groups_spin", {"learner_steps_envs": True, "env_groups": 2,
+                                                               "spin_wait_us": args.spin_us}),
+                             ("spin", {"spin_wait_us": args.spin_us})):
+            specs.append({"name": f"curriculum_ppo_{name}", "loop": "trainer", "kwargs": kwargs})
+    return specs
+
+
+def ratios(rounds: dict[str, list[float]], base: str) -> dict[str, float] | None:
+    """Each loop's median over rounds of its rate divided by ``base``'s in the same round."""
+    if base not in rounds:
+        return None
+    return {name: float(np.median(np.array(v) / np.array(rounds[base]))) for name, v in rounds.items()}
+
+
+def summary(rounds: dict[str, list[float]]) -> dict:
+    return {"agent_steps_per_s": {name: float(np.median(v)) for name, v in rounds.items()}, "rounds": rounds,
+            "ratio_vs_cleanrl_style": ratios(rounds, "cleanrl_style"),
+            "ratio_vs_cleanrl_reference": ratios(rounds, "cleanrl_reference")}
+
+
+def print_table(title: str, part: dict, extra=None) -> None:
+    """One table (medians, ranges, ratios); ``extra(name, sps)`` adds columns."""
+    vs_style, vs_ref = part["ratio_vs_cleanrl_style"], part["ratio_vs_cleanrl_reference"]
+    print(title)
+    print(f"  {'loop':<30} {'agent steps/s':>14} {'range':>11} {'vs cl-style':>11} {'vs reference':>13}"
+          + (extra(None, None) if extra else ""))
+    for name, sps in part["agent_steps_per_s"].items():
+        values = part["rounds"][name]
+        print(f"  {name:<30} {sps:>14.0f} {f'{min(values):.0f}-{max(values):.0f}':>11} "
+              f"{(f'{vs_style[name]:.2f}x' if vs_style else '-'):>11} {(f'{vs_ref[name]:.2f}x' if vs_ref else '-'):>13}"
+              + (extra(name, sps) if extra else ""))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=6, help="timed PPO updates per loop per round")
+    parser.add_argument("--updates", type=int, default=6,
+                        help="PPO updates per run after the first: each run is this + 1 collect+update cycles; the "
+                             "whole-run time holds them all, the complete-cycles rate these last ones")
     parser.add_argument("--rounds", type=int, default=3,
                         help="the loops run in turn, this many times; the table shows medians")
     parser.add_argument("--envs", type=int, default=8)
@@ -322,116 +454,122 @@ def main() -> None:
                              "--learner-steps-envs, and with --learner-steps-envs --env-groups 2")
     parser.add_argument("--spin-us", type=float, default=2000.0,
                         help="--spin-wait-us of the *_spin pool variants (microseconds)")
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
+    parser.add_argument("--json", default=None,
+                        help="results file (default runs/bench/bench_train/bench_train_DEVICE.json; the committed "
+                             "figures in scripts/results/ change only when named here)")
+    # One contender's run, in the process the parent times (not for direct use).
+    parser.add_argument("--contender", help=argparse.SUPPRESS)
+    parser.add_argument("--record", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     if args.spin_us <= 0:
         parser.error(f"--spin-us must be positive, got {args.spin_us:g}")
     if args.rounds < 1 or args.updates < 1:
         parser.error(f"--rounds and --updates must be at least 1, got {args.rounds} and {args.updates}")
-    torch_default_threads = torch.get_num_threads()  # before a Trainer on a GPU sets its learner's threads
+    if args.envs < 1 or args.steps < 1 or args.workers < 1:
+        parser.error(f"--envs, --steps and --workers must be at least 1, got {args.envs}, {args.steps} and "
+                     f"{args.workers}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     from curriculum_ppo.train import pick_device
 
     device = pick_device(args.device)
-    json_path = Path(args.json or ROOT / "scripts" / "results" / f"bench_train_{device.type}.json")
+    rollouts = args.updates + 1
+    if args.contender:  # a child: one run of one loop
+        result = run_contender(json.loads(args.contender), device, args.envs, args.steps, rollouts, args.arch,
+                               args.workers, args.compile)
+        write_json(args.record, result)
+        return
 
+    json_path = Path(args.json) if args.json else default_output("bench_train", f"bench_train_{device.type}.json")
+    if args.json:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+    check_destination(json_path, "--json")  # before minutes of measuring
+    from bench_learning import cpu_model
     from curriculum_ppo.ppo.learner import PPOConfig
 
+    cores = usable_cores()
+    load = LoadCheck("bench_train", cores_used=cores if device.type == "cpu" else min(cores, args.workers + 1),
+                     cores_total=cores).start()
     epochs = PPOConfig().num_epochs
     update_sps, update_cpu = bench_update_only(device, args.envs, args.steps, args.arch)
     cap = update_sps / epochs
     env_only, env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
 
-    worker_rss = 0  # the peak over all Trainer runs
-
-    def trainer(**kwargs):
-        def run():
-            nonlocal worker_rss
-            sps, rss = bench_trainer(device, args.envs, args.steps, args.updates, args.workers, args.arch,
-                                     compile=args.compile, **kwargs)
-            worker_rss = max(worker_rss, rss)
-            torch.set_num_threads(torch_default_threads)  # a Trainer on a GPU sets its learner's threads
-            return sps
-        return run
-
-    contenders = {}
-    if not args.skip_cleanrl:
-        if args.arch == "nature" and not args.skip_reference:
-            contenders["cleanrl_reference"] = lambda: bench_cleanrl_reference(device, args.envs, args.steps,
-                                                                              args.updates)
-        contenders["cleanrl_style"] = lambda: bench_cleanrl_style(device, args.envs, args.steps, args.updates,
-                                                                  args.arch)
-    contenders["curriculum_ppo"] = trainer()
-    for n in args.trainer_threads:
-        contenders[f"curriculum_ppo_threads{n}"] = trainer(threads=n)
-    if args.pool_variants:
-        for name, kwargs in (("2_groups", {"env_groups": 2}), ("learner_worker", {"learner_steps_envs": True}),
-                             ("groups_by_worker", {"env_groups": min(args.workers, args.envs), "groups_by_worker": True}),
-                             ("learner_worker_spin", {"learner_steps_envs": True, "spin_wait_us": args.spin_us}),
-                             ("learner_worker_2_groups_spin", {"learner_steps_envs": True, "env_groups": 2,
-                                                               "spin_wait_us": args.spin_us}),
-                             ("spin", {"spin_wait_us": args.spin_us})):
-            contenders[f"curriculum_ppo_{name}"] = trainer(**kwargs)
     # The loops run in turn, round after round: on a noisy machine a ratio of two loops measured a
     # minute apart is steadier than a ratio of two loops measured in separate runs.
-    rounds = {name: [] for name in contenders}
+    specs = contenders(args)
+    whole = {s["name"]: [] for s in specs}
+    cycles = {s["name"]: [] for s in specs}
+    runs = {s["name"]: [] for s in specs}
     for r in range(args.rounds):
-        for name, run in contenders.items():
-            rounds[name].append(run())
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{name} {v[-1]:.0f}" for name, v in rounds.items()),
-              flush=True)
-    rows = {"env_only": env_only, **{name: float(np.median(v)) for name, v in rounds.items()}}
+        for spec in specs:
+            m = measure(spec, device, args.envs, args.steps, args.updates, args.arch, args.workers, args.compile)
+            whole[spec["name"]].append(m["whole_run"])
+            cycles[spec["name"]].append(m["cycles"])
+            runs[spec["name"]].append(m)
+        print(f"round {r + 1}/{args.rounds}, whole run / complete cycles: "
+              + ", ".join(f"{name} {whole[name][-1]:.0f} / {cycles[name][-1]:.0f}" for name in whole), flush=True)
+    machine_load = load.finish()
+    whole_part, cycles_part = summary(whole), summary(cycles)
+    trainer = cycles_part["agent_steps_per_s"]["curriculum_ppo"]
 
-    def ratio_to(base: str) -> dict[str, float] | None:
-        """Each loop's median over rounds of its agent steps/s divided by ``base``'s in the same round."""
-        if base not in rounds:
-            return None
-        return {name: float(np.median(np.array(v) / np.array(rounds[base]))) for name, v in rounds.items()}
-
-    vs_style, vs_reference = ratio_to("cleanrl_style"), ratio_to("cleanrl_reference")
-    learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"device {device}, {args.envs} envs x {args.steps} steps, {epochs} epochs x "
-          f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN")
+          f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN; each run: {rollouts} rollouts + updates "
+          f"({rollouts * args.envs * args.steps:,} agent steps), {args.rounds} round(s)")
     print(f"PPO update alone: {update_sps:.0f} samples/s -> cap {cap:.0f} agent steps/s")
     # An upper bound for any loop, however well it overlaps: on CPU, one agent step needs the CPU
     # time of its env step plus `epochs` update passes (both measured above, policy inference left
-    # out), and the machine has os.cpu_count() cores to spend; on GPU the update runs beside the
-    # CPU, so the slower of the two sides bounds the loop.
+    # out), and the machine has its cores to spend; on GPU the update runs beside the CPU, so the
+    # slower of the two sides bounds the loop.
     if device.type == "cpu":
-        overlap_bound = (os.cpu_count() or 1) / (env_cpu + epochs * update_cpu)
+        overlap_bound = cores / (env_cpu + epochs * update_cpu)
     else:
-        overlap_bound = min(rows["env_only"], cap)
+        overlap_bound = min(env_only, cap)
     print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
-    print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s"
-          + (f" = {overlap_bound / rows['cleanrl_style']:.2f}x the CleanRL-style loop" if "cleanrl_style" in rows else ""))
-    print(f"{'loop':<30} {'agent steps/s':>14} {'range':>11} {'frames/s':>9} {'of cap':>7} {'vs cl-style':>11} "
-          f"{'vs reference':>13} {'vs env-only':>12}")
-    for name, sps in rows.items():
-        spread = f"{min(rounds[name]):.0f}-{max(rounds[name]):.0f}" if name in rounds else "-"
-        print(f"{name:<30} {sps:>14.0f} {spread:>11} {4 * sps:>9.0f} {sps / cap:>7.0%} "
-              f"{(f'{vs_style[name]:.2f}x' if vs_style and name in rounds else '-'):>11} "
-              f"{(f'{vs_reference[name]:.2f}x' if vs_reference and name in rounds else '-'):>13} "
-              f"{sps / rows['env_only']:>11.0%}")
+    print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s; env workers alone (env_only): {env_only:.0f}")
+    seconds = {name: float(np.median([m["seconds"] for m in v])) for name, v in runs.items()}
+    setup = {name: float(np.median([m["setup_seconds"] for m in v])) for name, v in runs.items()}
+    print_table(f"whole run: process start to exit, {rollouts * args.envs * args.steps:,} agent steps",
+                whole_part, lambda n, _: f" {'seconds':>8} {'set-up s':>9}" if n is None
+                else f" {seconds[n]:>8.1f} {setup[n]:>9.1f}")
+    print_table(f"complete cycles: start of rollout 2 to the end of update {rollouts}, "
+                f"{args.updates * args.envs * args.steps:,} agent steps", cycles_part,
+                lambda n, sps: f" {'of cap':>7} {'of bound':>9} {'vs env-only':>12}" if n is None
+                else f" {sps / cap:>7.0%} {sps / overlap_bound:>9.0%} {sps / env_only:>12.0%}")
     if args.rounds > 1:
         print(f"agent steps/s: medians of {args.rounds} rounds; ratios: medians of the per-round ratios")
-    print(f"peak RSS: learner {learner_rss / 2**20:.0f} MiB + workers {worker_rss / 2**20:.0f} MiB")
+    rss = {name: {"learner": max(m["peak_rss_learner_bytes"] for m in v),
+                  "workers": max(m["peak_rss_workers_bytes"] for m in v)} for name, v in runs.items()}
+    print(f"peak RSS of the Trainer: learner {rss['curriculum_ppo']['learner'] / 2**20:.0f} MiB + workers "
+          f"{rss['curriculum_ppo']['workers'] / 2**20:.0f} MiB")
     out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-           "cpus": os.cpu_count(), "device": str(device),
+           "cpu_model": cpu_model(), "cpus": os.cpu_count(), "device": str(device),
            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-           "config": vars(args), "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap,
-           "agent_steps_per_s": rows, "agent_steps_per_s_rounds": rounds,
-           "ratio_vs_cleanrl_style": vs_style, "ratio_vs_cleanrl_reference": vs_reference,
-           "fraction_of_cap": rows["curriculum_ppo"] / cap,
+           "config": {k: v for k, v in vars(args).items() if k not in ("contender", "record")},
+           "timing": "each run is a process of its own doing --updates + 1 rollouts, each followed by its update; "
+                     "whole_run: its agent steps over its process's start to exit; cycles: agent steps of rollouts 2 "
+                     "onwards over the start of rollout 2 to the end of the last update (scripts/loop_timing.py)",
+           "rollouts_per_run": rollouts, "agent_steps_per_run": rollouts * args.envs * args.steps,
+           "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap, "env_only_agent_steps_per_s": env_only,
+           "whole_run": {**whole_part, "seconds": seconds, "setup_seconds": setup},
+           "cycles": cycles_part,
            "cpu_seconds_per_agent_step": {"env": env_cpu, "update": epochs * update_cpu},
            "perfect_overlap_bound_agent_steps_per_s": overlap_bound,
-           "fraction_of_overlap_bound": rows["curriculum_ppo"] / overlap_bound,
-           "speedup_vs_cleanrl_style": vs_style["curriculum_ppo"] if vs_style else None,
-           "speedup_vs_cleanrl_reference": vs_reference["curriculum_ppo"] if vs_reference else None,
-           "training_vs_env_only": rows["curriculum_ppo"] / rows["env_only"],
-           "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json_path, json.dumps(out, indent=2))
+           "trainer_cycles_fraction_of_cap": trainer / cap,
+           "trainer_cycles_fraction_of_overlap_bound": trainer / overlap_bound,
+           "trainer_cycles_vs_env_only": trainer / env_only,
+           "peak_rss_bytes": rss, "machine_load": machine_load}
+    write_json(json_path, out)
     print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:
+        raise SystemExit(f"bench_train: error: {exc}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("bench_train: interrupted; nothing written") from None

@@ -188,3 +188,193 @@ def test_bench_learning_reuses_only_an_evaluation_of_the_last_checkpoint(tmp_pat
     assert not bench.eval_is_current(path, 2048)
     path.write_text(json.dumps({"training_frames": 2048, "protocols": []}))
     assert bench.eval_is_current(path, 2048) and not bench.eval_is_current(path, 4096)
+
+
+# -- how bench_train.py times a loop ------------------------------------------------------------------------------
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A training loop whose parts take known times, reporting to the LoopClock as bench_train's loops do. "overlapped"
+# is the Trainer's shape: the update of rollout k runs in a thread while rollout k+1 is collected, and its end is
+# noticed at the join after that rollout; the last update runs alone.
+FAKE_LOOP = """
+import sys, threading, time
+sys.path.insert(0, sys.argv[1])
+time.sleep(float(sys.argv[3]))  # the process's own start-up (imports), before the loop's clock begins
+from bench_common import write_json
+from loop_timing import LoopClock
+
+mode, setup, rollout, update = sys.argv[2], *map(float, sys.argv[4:7])
+rollouts, steps, out = int(sys.argv[7]), int(sys.argv[8]), sys.argv[9]
+clock = LoopClock(steps)
+time.sleep(setup)  # envs and network
+pending = None
+for _ in range(rollouts):
+    clock.rollout_started()
+    time.sleep(rollout)
+    if mode == "sequential":
+        time.sleep(update)
+        clock.update_finished()
+        continue
+    if pending is not None:
+        pending.join()
+        clock.update_finished()
+    pending = threading.Thread(target=time.sleep, args=(update,))
+    pending.start()
+if pending is not None:
+    pending.join()
+    clock.update_finished()
+write_json(out, {"record": clock.finished().to_dict(), "peak_rss_learner_bytes": 0, "peak_rss_workers_bytes": 0})
+"""
+
+
+@pytest.mark.parametrize("mode", ["sequential", "overlapped"])
+def test_bench_train_timing_reports_a_loop_of_known_durations_at_its_true_rate(tmp_path, mode):
+    """The timing bench_train applies to every contender (``measure_process``: a process timed from start to
+    exit, its LoopRecord turned into rates), on a fake loop of sleeps. For the overlapped loop the complete
+    cycles from rollout 2 on take (N-1) rollouts + the last update alone; timing it from the first update's end,
+    as bench_train once did the Trainer, would report 300 / 0.8 s = 375 instead of 300 / 1.1 s = 273."""
+    bench_train = _load_script("bench_train")
+    pre, setup, rollout, update, n, steps = 0.4, 0.3, 0.3, 0.2, 4, 100
+    script = tmp_path / "fake_loop.py"
+    script.write_text(FAKE_LOOP)
+    record = tmp_path / "record.json"
+    argv = [sys.executable, str(script), str(ROOT / "scripts"), mode, *map(str, (pre, setup, rollout, update, n, steps)),
+            str(record)]
+    m = bench_train.measure_process(argv, record)
+
+    if mode == "sequential":
+        cycles_seconds, loop_seconds = (n - 1) * (rollout + update), setup + n * (rollout + update)
+    else:
+        cycles_seconds, loop_seconds = (n - 1) * rollout + update, setup + n * rollout + update
+    assert m["cycles"] == pytest.approx((n - 1) * steps / cycles_seconds, rel=0.08)
+    assert m["agent_steps"] == n * steps
+    # The whole run includes the process's start-up (the sleep before the clock, plus the interpreter's).
+    assert m["seconds"] >= pre + loop_seconds
+    assert n * steps / (pre + loop_seconds + 5.0) <= m["whole_run"] <= n * steps / (pre + loop_seconds)
+    assert m["setup_seconds"] == pytest.approx(setup, abs=0.1)
+
+
+def test_loop_record_refuses_a_rollout_that_was_not_trained_on():
+    from_scripts = _load_script("loop_timing")
+    clock = iter([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    timer = from_scripts.LoopClock(10, clock=lambda: next(clock))
+    timer.rollout_started()
+    timer.update_finished()
+    timer.rollout_started()  # its update never finishes
+    with pytest.raises(ValueError, match="2 rollouts but 1 updates"):
+        timer.finished()
+
+
+def test_bench_train_refuses_a_failing_contender_in_one_line(tmp_path):
+    bench_train = _load_script("bench_train")
+    with pytest.raises(bench_train.ContenderFailed, match=r"exit 3: boom"):
+        bench_train.measure_process([sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"],
+                                    tmp_path / "none.json")
+
+
+# -- busy machine ------------------------------------------------------------------------------------------------
+def test_busy_warning_fires_only_above_the_load_the_benchmark_leaves_to_others():
+    common = _load_script("bench_common")
+    assert common.allowed_other_load(2, 2) == 0.5  # all cores used: only background is fine
+    assert common.allowed_other_load(1, 4) == 3.5
+    quiet = common.busy_warning("bench_x", (0.4, 0.3, 0.2), 0.45, allowed=0.5, cores_used=2, cores_total=2)
+    assert quiet is None
+    before = common.busy_warning("bench_x", (0.6, 0.3, 0.2), 0.1, allowed=0.5, cores_used=2, cores_total=2)
+    assert before.startswith("bench_x: warning: the machine is busy (load average 0.60 before the run;")
+    during = common.busy_warning("bench_x", (0.1, 0.1, 0.1), 1.3, allowed=0.5, cores_used=2, cores_total=2)
+    assert "other processes used 1.30 cores during it" in during and "load average" not in during
+    one = common.busy_warning("bench_x", (3.0, 2.0, 1.0), 1.0, allowed=1.5, cores_used=1, cores_total=2)
+    assert "load average 3.00 before the run;" in one and "other processes" not in one  # 1.0 <= 1.5: not busy
+    both = common.busy_warning("bench_x", (3.0, 2.0, 1.0), 1.6, allowed=1.5, cores_used=1, cores_total=2)
+    assert "load average 3.00 before the run and other processes used 1.60 cores during it;" in both
+    assert common.busy_warning("bench_x", None, None, allowed=0.5, cores_used=2, cores_total=2) is None
+    for line in (before, during, one, both):
+        assert "\n" not in line
+
+
+def test_load_check_measures_other_processes_from_the_sources_it_is_given():
+    """LoadCheck with its sources given: 10 s of wall time, the machine busy 30 CPU-seconds, this benchmark 18
+    of them, so others used 1.2 cores, more than the 0.5 a 2-core benchmark on 2 cores leaves them."""
+    import io
+
+    common = _load_script("bench_common")
+    loads = iter([(0.2, 0.2, 0.1), (3.1, 1.5, 0.7)])
+    busy, own, clock = iter([100.0, 130.0]), iter([5.0, 23.0]), iter([50.0, 60.0])
+    check = common.LoadCheck("bench_x", cores_used=2, cores_total=2, read_load=lambda: next(loads),
+                             machine_busy=lambda: next(busy), own_cpu=lambda: next(own), clock=lambda: next(clock))
+    stream = io.StringIO()
+    record = check.start().finish(stream=stream)
+    assert record["load_average_before"] == (0.2, 0.2, 0.1) and record["load_average_after"] == (3.1, 1.5, 0.7)
+    assert record["other_processes_cores_during"] == pytest.approx(1.2) and record["busy"] is True
+    assert stream.getvalue().count("\n") == 1 and "other processes used 1.20 cores" in stream.getvalue()
+    # The same run with the benchmark's own CPU time being all of the machine's: quiet, nothing printed.
+    busy, own, clock, loads = iter([100.0, 130.0]), iter([0.0, 29.0]), iter([0.0, 10.0]), iter([(0.2,) * 3] * 2)
+    quiet = common.LoadCheck("bench_x", cores_used=2, cores_total=2, read_load=lambda: next(loads),
+                             machine_busy=lambda: next(busy), own_cpu=lambda: next(own), clock=lambda: next(clock))
+    stream = io.StringIO()
+    assert quiet.start().finish(stream=stream)["busy"] is False and stream.getvalue() == ""
+
+
+# -- default runs write under runs/bench, never into scripts/results --------------------------------------------
+def _snapshot(directory: Path) -> dict:
+    return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("script, args, outputs", [
+    ("toy_scaling", ["--quick", "--actions", "2", "--lengths", "2", "--seeds", "1", "--budget", "1000"],
+     ["toy_scaling.json", "toy_scaling.png"]),
+    ("bench_demo", ["--quick", "--restores", "50"], ["bench_demo.json"]),
+])
+def test_a_default_run_writes_under_runs_bench_and_leaves_the_committed_results_alone(tmp_path, script, args,
+                                                                                     outputs):
+    import json
+    import os
+
+    results = ROOT / "scripts" / "results"
+    before = _snapshot(results)
+    bench = tmp_path / "bench"
+    env = {**os.environ, "CURRICULUM_PPO_BENCH_DIR": str(bench)}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (bench / script).iterdir()) == sorted(outputs)  # no temporary file left over
+    report = json.loads((bench / script / outputs[0]).read_text())
+    load = report["machine_load"]
+    assert len(load["load_average_before"]) == 3 and len(load["load_average_after"]) == 3
+    assert load["busy"] == (load["warning"] is not None)
+    assert (load["warning"] in result.stderr) if load["busy"] else ("warning" not in result.stderr)
+    assert _snapshot(results) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # nothing in the working directory either
+
+
+def test_a_figure_that_fails_to_save_leaves_the_old_png_and_no_temporary_file(tmp_path):
+    common = _load_script("bench_common")
+    png = tmp_path / "plot.png"
+    png.write_bytes(b"the old plot")
+
+    class FailingFigure:  # matplotlib's savefig, dying half-way through (a full disk, Ctrl-C)
+        def savefig(self, path, format=None, **kwargs):
+            assert format == "png"
+            Path(path).write_bytes(b"half a PNG")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        common.save_figure(FailingFigure(), png)
+    assert png.read_bytes() == b"the old plot" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+
+
+def test_bench_dir_defaults_to_the_checkouts_git_ignored_runs_bench(monkeypatch):
+    common = _load_script("bench_common")
+    monkeypatch.delenv("CURRICULUM_PPO_BENCH_DIR", raising=False)
+    assert common.bench_root() == ROOT / "runs" / "bench"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/bench/toy_scaling/toy_scaling.json"], cwd=ROOT)
+    assert ignored.returncode == 0
