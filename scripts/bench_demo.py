@@ -11,12 +11,14 @@ the gap); the emulator's raw ``restoreState`` alone, in the same run, is the bas
     python scripts/bench_demo.py                 # 50,000 frames (a few minutes)
     python scripts/bench_demo.py --quick         # 5,000 frames
     python scripts/bench_demo.py --frames 20000 --json /tmp/bench.json
+
+Without ``--json`` the results go to ``runs/bench/bench_demo/bench_demo.json`` (git-ignored); the
+README's figures are ``scripts/results/bench_demo.json``, replaced only when named with ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -24,8 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
-from curriculum_ppo.atomic import write_text_atomic
+from bench_common import LoadCheck, default_output, write_json  # scripts/ is on sys.path when a script runs
+from bench_learning import cpu_model
+from curriculum_ppo.atomic import check_destination
+from curriculum_ppo.errors import UserError
 
 import numpy as np
 
@@ -36,7 +40,6 @@ from curriculum_ppo.emulator import Emulator, EmulatorSettings, ale_version
 GAME = "montezuma_revenge"
 GOAL_FILE_MB_PER_50K = 50.0
 GOAL_RESTORE_MEDIAN_MS = 2.0
-DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "bench_demo.json"
 
 
 def record(frames: int, seed: int, state_interval: int, stickiness: float = 0.9) -> tuple[DemoBuilder, dict]:
@@ -150,7 +153,6 @@ def machine() -> dict:
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "python": platform.python_version(), "ale_py": ale_version(), "h5py": h5py.version.version,
         "hdf5": h5py.version.hdf5_version, "numpy": np.__version__,
-        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -161,11 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restores", type=int, default=1000, help="random frames to restore")
     parser.add_argument("--state-interval", type=int, default=schema.DEFAULT_STATE_INTERVAL)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="results file (default runs/bench/bench_demo/bench_demo.json)")
     parser.add_argument("--keep", type=Path, help="also keep the recorded demo at this path")
     args = parser.parse_args(argv)
     frames = 5_000 if args.quick else args.frames
+    if args.json is None:
+        args.json = default_output("bench_demo", "bench_demo.json")
+    try:  # before minutes of recording
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        check_destination(args.json, "--json")
+    except (UserError, OSError) as exc:
+        raise SystemExit(f"bench_demo: error: {exc}") from None
     info = machine()
+    load = LoadCheck("bench_demo", cores_used=1).start()  # one emulator in this process
+    info["load_average_at_start"] = load.record["load_average_before"]
 
     print(f"recording {frames:,} frames of {GAME} (sticky random policy, seed {args.seed}) ...", file=sys.stderr)
     builder, rec = record(frames, args.seed, args.state_interval)
@@ -205,9 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                       "restore_median": restore["demo_restore"]["median_ms"] <= GOAL_RESTORE_MEDIAN_MS},
         "machine": info,
     }
-    info["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+    results["machine_load"] = load.finish()
+    info["load_average_at_end"] = results["machine_load"]["load_average_after"]
+    write_json(args.json, results)
 
     d, r, b = restore["demo_restore"], restore["raw_restoreState"], restore["restore_state_from_bytes"]
     ok = lambda flag: "ok" if flag else "MISSED"  # noqa: E731
@@ -234,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
-    load = "/".join(f"{x:.1f}" for x in info["load_average_at_start"] or ())
+    load_text = "/".join(f"{x:.1f}" for x in info["load_average_at_start"] or ())
     print(f"\ncurriculum_ppo demo benchmark -- {info['cpu']} ({info['cpu_count']} CPUs, load average "
-          f"{load} at start), ale-py {info['ale_py']}, h5py {info['h5py']} / HDF5 {info['hdf5']}")
+          f"{load_text} at start), ale-py {info['ale_py']}, h5py {info['h5py']} / HDF5 {info['hdf5']}")
     for name, value, note in rows:
         print(f"  {name:<{width}}  {value:<{vwidth}}  {note}".rstrip())
     print(f"\nresults written to {args.json}")

@@ -40,6 +40,8 @@ a new start after every life loss.
   process).
 
 Usage: python scripts/bench_envs.py [--seconds 3] [--rounds 15] [--envs 8] [--json OUT]
+(default JSON: runs/bench/bench_envs/bench_envs.json; the load average before the run and what
+other processes used during it are recorded, with a warning when the machine was busy)
 """
 
 from __future__ import annotations
@@ -56,8 +58,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
-from curriculum_ppo.atomic import write_text_atomic
+from bench_common import LoadCheck, default_output, usable_cores, write_json  # scripts/ is on sys.path
+from bench_learning import cpu_model
+from curriculum_ppo.atomic import check_destination
+from curriculum_ppo.errors import UserError
 
 DEMO = str(Path(__file__).resolve().parent.parent / "demos" / "MontezumaRevenge-room1.h5")
 
@@ -324,7 +328,9 @@ def main() -> None:
     parser.add_argument("--spin-us", type=float, default=2000.0,
                         help="spin_seconds (in microseconds) of the *_spin contenders: pool processes poll their "
                              "pipe this long before blocking")
-    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "bench_envs.json"))
+    parser.add_argument("--json", default=None,
+                        help="results file (default runs/bench/bench_envs/bench_envs.json; the committed figures in "
+                             "scripts/results/ change only when named here)")
     parser.add_argument("--report", metavar="JSON", help="print the table of an earlier run's JSON and exit")
     args = parser.parse_args()
     if args.spin_us <= 0:
@@ -337,6 +343,13 @@ def main() -> None:
         report(saved)
         return
 
+    json_path = Path(args.json) if args.json else default_output("bench_envs", "bench_envs.json")
+    try:  # before minutes of measuring
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        check_destination(json_path, "--json")
+    except (UserError, OSError) as exc:
+        raise SystemExit(f"bench_envs: error: {exc}") from None
+    load = LoadCheck("bench_envs", cores_used=usable_cores()).start()
     rounds: dict[str, list[float]] = {}
     spin = args.spin_us * 1e-6
     with ExitStack() as stack:
@@ -374,12 +387,12 @@ def main() -> None:
            "cpus": os.cpu_count(), "seconds": args.seconds, "warmup_seconds": args.warmup, "rounds": args.rounds,
            "cpu_model": cpu_model(), "envs": args.envs, "workers": args.workers, "spin_us": args.spin_us,
            "agent_steps_per_s_by_round": rounds,
-           "starts": "curriculum scheduler, initial window, one stratum per env; new start after each life loss"}
+           "starts": "curriculum scheduler, initial window, one stratum per env; new start after each life loss",
+           "machine_load": load.finish()}  # after the stack closed: every contender's processes have ended
     out.update(summarize(rounds))
     report(out)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(Path(args.json), json.dumps(out, indent=2))
-    print(f"wrote {args.json}")
+    write_json(json_path, out)
+    print(f"wrote {json_path}")
 
 
 if __name__ == "__main__":

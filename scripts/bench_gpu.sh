@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks in one go (about 9 minutes on one H100 with 16 cores), so that
 # a short lease of a GPU machine is enough: each step has its own time limit and a failing step
-# does not stop the others. Results (JSON, logs) go to $OUT (default scripts/results/gpu).
+# does not stop the others. Results (JSON, logs) go to $OUT (default runs/bench/gpu, git-ignored;
+# the committed figures in scripts/results/gpu change only with OUT=scripts/results/gpu).
 #
 #   OUT=/tmp/gpu bash scripts/bench_gpu.sh            # on a machine with a CUDA GPU
 #   DEVICE=cpu SMALL=1 OUT=/tmp/g bash scripts/bench_gpu.sh   # a dry run of the script itself
@@ -14,7 +15,7 @@
 # checkpoint with a video; the learner, training and evaluation tests with device auto (= CUDA there).
 set -u
 DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-scripts/results/gpu}
+OUT=${OUT:-runs/bench/gpu}
 SMALL=${SMALL:-0}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"

@@ -9,22 +9,25 @@ mean episode length, with the two paths alternating in rounds so a noisy machine
     python scripts/bench_gru_paths.py [--device cpu] [--rounds 3] [--json OUT]
 
 Prints a table (medians over rounds) and writes JSON (default
-``scripts/results/bench_gru_paths_<device>.json``).
+``runs/bench/bench_gru_paths/bench_gru_paths_<device>.json``; the committed figures in
+``scripts/results/`` change only when named with ``--json``), with the load average before the run
+and what other processes used during it, and a warning when the machine was busy.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
+from bench_common import LoadCheck, default_output, usable_cores, write_json  # scripts/ is on sys.path
+from bench_learning import cpu_model
 from bench_update import bench_one, pick_device
-from curriculum_ppo.atomic import write_text_atomic
+from curriculum_ppo.atomic import check_destination
+from curriculum_ppo.errors import UserError
 
 PATHS = ("packed", "stretches")
 ENVS = 8  # the batch: 8 envs x 128 steps, training's default
@@ -38,14 +41,21 @@ def main() -> None:
                              f"{ENVS} minibatches")
     parser.add_argument("--episode-lengths", default="26,100", help="comma-separated mean episode lengths (steps)")
     parser.add_argument("--rounds", type=int, default=3, help="each case and path is timed this many times, in turn")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", default=None,
+                        help="results file (default runs/bench/bench_gru_paths/bench_gru_paths_DEVICE.json)")
     args = parser.parse_args()
     device = pick_device(args.device)
     envs_per_minibatch = [int(v) for v in args.envs_per_minibatch.split(",")]
     if any(n < 1 or ENVS % n for n in envs_per_minibatch):
         parser.error(f"--envs-per-minibatch must divide the {ENVS} envs (1, 2, 4 or 8), got {args.envs_per_minibatch}")
     lengths = [float(v) for v in args.episode_lengths.split(",")]
-    json_path = Path(args.json or Path(__file__).parent / "results" / f"bench_gru_paths_{device.type}.json")
+    json_path = Path(args.json) if args.json else default_output("bench_gru_paths", f"bench_gru_paths_{device.type}.json")
+    try:  # before minutes of measuring
+        check_destination(json_path, "--json")
+    except UserError as exc:
+        raise SystemExit(f"bench_gru_paths: error: {exc}") from None
+    load = LoadCheck("bench_gru_paths", cores_used=min(usable_cores(), torch.get_num_threads())
+                     if device.type == "cpu" else 1).start()
 
     def settings(per_minibatch: int, length: float, path: str) -> argparse.Namespace:
         # One epoch: the minibatch shape, not the epoch count, is what the two paths differ in.
@@ -75,8 +85,8 @@ def main() -> None:
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rounds": args.rounds,
-              "network": "nature CNN + GRU, 128 steps per segment", "rows": rows}
-    write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+              "network": "nature CNN + GRU, 128 steps per segment", "rows": rows, "machine_load": load.finish()}
+    write_json(json_path, report)
     print(f"wrote {json_path}")
 
 

@@ -10,7 +10,12 @@
    same number of frames the curriculum run used), evaluated the same way.
 
 Writes JSON (updated every ``--report-every`` seconds while training, so a long
-run can be watched) and a PNG (curriculum progress + scores).
+run can be watched) and a PNG (curriculum progress + scores), by default to
+``runs/bench/bench_learning/`` with the run dirs (git-ignored, so a run that
+spans sessions resumes there); the committed reports in ``scripts/results/``
+change only when ``--json`` (and ``--out-dir``) name them. Each session records
+the load average before it and what other processes used during it, with a
+warning when the machine was busy (the time budgets assume a quiet one).
 
 Usage: python scripts/bench_learning.py [--frames 10000000] [--minutes 60] [--baseline-minutes M]
        [--out-dir RUNS] [--json REPORT.json]
@@ -30,12 +35,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from curriculum_ppo.atomic import check_destination, write_text_atomic
-from curriculum_ppo.errors import UserError
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test imports this file
+from bench_common import LoadCheck, bench_dir, save_figure, usable_cores  # noqa: E402
+
+from curriculum_ppo.atomic import check_destination, write_text_atomic  # noqa: E402
+from curriculum_ppo.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "demos" / "MontezumaRevenge-room1.h5"
 RESULTS = ROOT / "scripts" / "results"
+OLD_DEFAULT_OUT_DIR = RESULTS / "learning"  # where runs went by default before runs/bench/
 
 
 def read_rows(run_dir: Path) -> list[dict]:
@@ -262,7 +271,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1,
                         help="training seed of both runs (train's default is 1); give each seed its own --out-dir "
                              "and --json")
-    parser.add_argument("--out-dir", default=str(RESULTS / "learning"))
+    parser.add_argument("--out-dir", default=None,
+                        help="run dirs and evaluations (default runs/bench/bench_learning/)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--report-only", action="store_true",
                         help="train and evaluate nothing: rebuild the JSON/PNG from the run dirs and their "
@@ -272,9 +282,18 @@ def main() -> None:
                              "that evaluated the last checkpoint (to run the baseline later, e.g. after "
                              "benchmarks that need a quiet machine)")
     parser.add_argument("--report-every", type=float, default=60.0)
-    parser.add_argument("--json", default=str(RESULTS / "bench_learning.json"),
-                        help="report path; the PNG goes next to it with the same name")
+    parser.add_argument("--json", default=None,
+                        help="report path (default runs/bench/bench_learning/bench_learning.json); the PNG goes "
+                             "next to it with the same name")
     args = parser.parse_args()
+    if args.out_dir is None:
+        args.out_dir = str(bench_dir("bench_learning"))
+        old = OLD_DEFAULT_OUT_DIR / "curriculum" / "checkpoints" / "latest.pt"
+        if old.exists() and not Path(args.out_dir, "curriculum", "checkpoints", "latest.pt").exists():
+            print(f"bench_learning: note: {OLD_DEFAULT_OUT_DIR} holds an earlier run (the old default); to resume it, "
+                  f"give --out-dir {OLD_DEFAULT_OUT_DIR} and its --json", file=sys.stderr)
+    if args.json is None:
+        args.json = str(bench_dir("bench_learning") / "bench_learning.json")
     # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
     # would not reach it).
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
@@ -338,16 +357,20 @@ def main() -> None:
     if args.report_only:
         args.reuse_curriculum = True
     rc, signalled = 0, False
+    load = LoadCheck("bench_learning", cores_used=usable_cores()).start()
+    session = None
     if not args.reuse_curriculum:
         before = curriculum_summary(read_rows(out_dir / "curriculum"))["frames"]
+        session = {"date": date, "command": command, "frames_before": before}
         with lock:
-            report["sessions"].append({"date": date, "command": command, "frames_before": before})
+            report["sessions"].append(session)
         started = time.time()
         rc, signalled, seconds = train(out_dir / "curriculum", args, ["--demo", str(DEMO)], args.minutes,
                                        args.frames, runtime=["--stop-at-success", str(args.stop_at_success)])
         write()
         with lock:
-            report["sessions"][-1]["frames_after"] = report["curriculum"]["frames"]
+            session["frames_after"] = report["curriculum"]["frames"]
+            session["machine_load"] = load.finish()  # the training's time budget assumes a quiet machine
             last = (read_rows(out_dir / "curriculum") or [{}])[-1]
             record = read_stop_record(out_dir / "curriculum", since=started)
             report["curriculum"]["stopped_by"] = stopped_by(last, args.frames, args.minutes * 60, seconds,
@@ -375,6 +398,8 @@ def main() -> None:
         add_evaluation(report, "baseline", out_dir, base_eval, args, demo_return)
     stop.set()
     with lock:  # after the reporter's last write
+        warned = bool(session and (session.get("machine_load") or {}).get("busy"))
+        report["machine_load"] = load.finish(warn=not warned)  # the whole invocation, evaluations included
         write_text_atomic(json_path, json.dumps(report, indent=2))
     plot(out_dir, png_path, report)
     print_table(report)
@@ -405,7 +430,8 @@ def plot(out_dir: Path, png_path: Path, report: dict) -> None:
     a2.axhline(report["demo_return"], color="gray", ls="--", label="demo return")
     a2.set_xlabel("frames (M)"), a2.set_ylabel("mean raw score since the start (last 100 episodes)"), a2.legend(), a2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
+    save_figure(fig, png_path, dpi=100)
+    plt.close(fig)
 
 
 def print_table(report: dict) -> None:

@@ -12,7 +12,9 @@ epochs of ``minibatches`` minibatches, exactly as in training
   can reach, however fast the emulators are.
 
 Wall time is what counts, but on a shared machine it includes time spent
-waiting for the CPU; the process CPU time per update is printed next to it.
+waiting for the CPU; the process CPU time per update is printed next to it,
+and a warning when the machine was busy (load average before the run, other
+processes' CPU use during it; recorded in the JSON).
 
 Usage:
     python scripts/bench_update.py [--device auto|cpu|cuda] [--threads N] [--archs nature,large]
@@ -22,13 +24,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from datetime import datetime, timezone
 
 import torch
 
+from bench_common import LoadCheck, usable_cores, write_json  # scripts/ is on sys.path when a script runs
+from curriculum_ppo.atomic import check_destination
+from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
@@ -127,9 +131,16 @@ def main() -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
     args = parser.parse_args()
 
+    if args.json:
+        try:  # before minutes of measuring
+            check_destination(args.json, "--json")
+        except UserError as exc:
+            raise SystemExit(f"bench_update: error: {exc}") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    load = LoadCheck("bench_update", cores_used=min(usable_cores(), torch.get_num_threads())
+                     if device.type == "cpu" else 1).start()
     variants = {"both": [False, True], "no": [False], "yes": [True]}[args.recurrent]
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -151,6 +162,7 @@ def main() -> None:
             print(f"{name:<14} {r['params'] / 1e6:>8.2f}M {r['seconds_per_update_mean']:>9.3f} "
                   f"{r['cpu_seconds_per_update_mean']:>12.3f} "
                   f"{r['fwd_bwd_samples_per_s']:>18.0f} {r['rollout_samples_per_s']:>18.0f}", flush=True)
+    machine_load = load.finish()
 
     if args.json:
         report = {
@@ -163,9 +175,9 @@ def main() -> None:
             "amp_bf16": amp,
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "results": results,
+            "machine_load": machine_load,
         }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
         print(f"wrote {args.json}")
 
 

@@ -27,6 +27,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench_common import default_output  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,11 +73,12 @@ def main() -> None:
     parser.add_argument("--until", type=int, default=246, help="demo frame the agent must still be alive at")
     parser.add_argument("--checkpoint", help="also report a trained policy's probability of the surviving actions")
     parser.add_argument("--json", default=None,
-                        help="default: scripts/results/probe_jump_timing.json (probe_jump_policy.json with --checkpoint)")
+                        help="default: runs/bench/probe_jump_timing/probe_jump_timing.json (probe_jump_policy.json "
+                             "with --checkpoint); the committed ones in scripts/results/ change only when named here")
     args = parser.parse_args()
     if args.json is None:
         name = "probe_jump_policy.json" if args.checkpoint else "probe_jump_timing.json"
-        args.json = str(ROOT / "scripts" / "results" / name)
+        args.json = str(default_output("probe_jump_timing", name))
 
     from curriculum_ppo.demo.store import load_demo
     from curriculum_ppo.envs.atari import AtariConfig, AtariEnv

@@ -25,7 +25,10 @@ solve within ``budget`` steps are reported as "not solved within X".
 
     python scripts/toy_scaling.py                  # full sweep (about 10-15 min on a 2-core CPU)
     python scripts/toy_scaling.py --quick          # about 1-2 min
-    python scripts/toy_scaling.py --json out.json --png out.png
+    python scripts/toy_scaling.py --json scripts/results/toy_scaling.json   # the README's figures
+
+Without ``--json`` the JSON and PNG go to ``runs/bench/toy_scaling/`` (git-ignored); the PNG goes
+next to the JSON unless ``--png`` names another path.
 
 The growth fits: ``log(steps) = a + N log b`` (exponential, base b) and
 ``log(steps) = c + d log N`` (power law, degree d), both least squares on the
@@ -37,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -50,11 +52,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curriculum_ppo.atomic import write_text_atomic
-from curriculum_ppo.curriculum import CurriculumConfig, UnstickConfig
-from curriculum_ppo.envs.toy import batch_success_rate
-from curriculum_ppo.ppo.learner import PPOConfig
-from curriculum_ppo.train import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test imports this file
+from bench_common import LoadCheck, default_output, save_figure, write_json  # noqa: E402
+from curriculum_ppo.atomic import check_destination  # noqa: E402
+from curriculum_ppo.curriculum import CurriculumConfig, UnstickConfig  # noqa: E402
+from curriculum_ppo.envs.toy import batch_success_rate  # noqa: E402
+from curriculum_ppo.errors import UserError  # noqa: E402
+from curriculum_ppo.ppo.learner import PPOConfig  # noqa: E402
+from curriculum_ppo.train import TrainConfig, Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("plain", "curriculum")
@@ -331,20 +336,42 @@ def plot(rows: list[dict], runs: list[dict], fits: dict, path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sweep (~1-2 min)")
-    p.add_argument("--json", type=Path, default=ROOT / "scripts" / "results" / "toy_scaling.json")
-    p.add_argument("--png", type=Path, default=ROOT / "scripts" / "results" / "toy_scaling.png")
+    p.add_argument("--json", type=Path, default=None,
+                   help="results file (default runs/bench/toy_scaling/toy_scaling.json; the README's figures are "
+                        "scripts/results/toy_scaling.json, replaced only when named here)")
+    p.add_argument("--png", type=Path, default=None, help="plot (default: next to the JSON, same name)")
     p.add_argument("--budget", type=int, help="max env steps per run")
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--actions", type=int, nargs="+", help="only these A")
+    p.add_argument("--lengths", type=int, nargs="+", help="only these N (of the sweep's, for each A)")
     args = p.parse_args(argv)
+    if args.budget is not None and args.budget < 1:
+        p.error(f"--budget must be at least 1, got {args.budget}")
+    if args.json is None:
+        args.json = default_output("toy_scaling", "toy_scaling.json")
+    if args.png is None:
+        args.png = args.json.with_suffix(".png")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for path, flag in ((args.json, "--json"), (args.png, "--png")):
+        try:  # before minutes of training, not after
+            path.parent.mkdir(parents=True, exist_ok=True)
+            check_destination(path, flag)
+        except OSError as exc:
+            raise SystemExit(f"toy_scaling: error: cannot create the directory of {flag} {path}: "
+                             f"{exc.strerror or exc}") from None
+        except UserError as exc:
+            raise SystemExit(f"toy_scaling: error: {exc}") from None
 
     s = Settings(**QUICK) if args.quick else Settings()
     if args.budget:
@@ -353,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         s.seeds = args.seeds
     if args.actions:
         s.lengths = {a: n for a, n in s.lengths.items() if a in args.actions}
+    if args.lengths:
+        s.lengths = {a: [n for n in ns if n in args.lengths] for a, ns in s.lengths.items()}
+    s.lengths = {a: ns for a, ns in s.lengths.items() if ns}
+    if not s.lengths:
+        raise SystemExit("toy_scaling: error: --actions and --lengths leave no (A, N) of the sweep to run")
     torch.set_num_threads(1)
+    load = LoadCheck("toy_scaling", cores_used=1).start()  # one torch thread, envs in the learner's process
     t0 = time.time()
     print(f"budget {s.budget:,} env steps per run; seeds {s.seeds}; steps to solve per seed:", flush=True)
     runs = sweep(s, log=lambda m: print(m, flush=True))
@@ -373,11 +406,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{key:16s} too few solved lengths to fit ({f['points']})")
     print(f"\nwall time {wall:.0f} s")
+    machine_load = load.finish()
     result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "python": sys.version.split()[0], "torch": torch.__version__, "wall_seconds": round(wall, 1),
-              "quick": args.quick, "settings": s.to_dict(), "runs": runs, "summary": rows, "fits": fits}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.json, json.dumps(result, indent=1))
+              "quick": args.quick, "settings": s.to_dict(), "runs": runs, "summary": rows, "fits": fits,
+              "machine_load": machine_load}
+    write_json(args.json, result)
     plot(rows, runs, fits, args.png)
     print(f"wrote {args.json} and {args.png}")
     return 0
