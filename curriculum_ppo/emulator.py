@@ -158,14 +158,18 @@ class Emulator:
         return bytes(self.ale.cloneState(include_rng=True).serialize())
 
     def restore_state(self, state: bytes) -> None:
-        """Restore a state from :meth:`save_state`.
+        """Restore a state from :meth:`save_state`; bytes ALE cannot parse are a :class:`UserError`.
 
         The screen buffer is not redrawn until the next frame is emulated (ALE
         issue #417); callers that need pixels step at least one frame after.
         """
         from ale_py import ALEState
 
-        self.ale.restoreState(ALEState(bytes(state)) if not isinstance(state, ALEState) else state)
+        try:
+            self.ale.restoreState(ALEState(bytes(state)) if not isinstance(state, ALEState) else state)
+        except (RuntimeError, SystemError, ValueError, TypeError):  # ALE's deserializer refused the bytes
+            raise UserError("the emulator cannot restore this saved state: it is damaged, or was saved by "
+                            "another emulator") from None
 
     def action_index(self, name: str) -> int:
         """Minimal-set index of an action name such as ``RIGHTFIRE``."""

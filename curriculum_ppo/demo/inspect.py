@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import h5py
 import numpy as np
 
 from curriculum_ppo.demo.store import Demo
@@ -15,10 +14,7 @@ from curriculum_ppo.video import overlay_text, upscale, write_mp4, write_png
 
 def summarize(demo: Demo) -> dict:
     size = os.path.getsize(demo.path) if demo.path and os.path.exists(demo.path) else None
-    has_frames = demo.frames is not None
-    if not has_frames and size is not None:  # load_demo skips /frames unless asked; look in the file
-        with h5py.File(demo.path, "r") as f:
-            has_frames = "frames" in f
+    has_frames = demo.frames is not None or demo.frames_in_file  # load_demo notes /frames without reading it
     return {
         "game": demo.game,
         "frames": len(demo),
@@ -60,7 +56,7 @@ def replay_screens(demo: Demo, start: int = 0, stop: int | None = None) -> Itera
     emu = demo.make_emulator()
     cum = demo.cumulative_return
     if start == 0:
-        emu.restore_state(demo.states[0])
+        demo.restore_saved(emu, 0)
         first = emu.screen_rgb() if demo.frames is None else demo.frames[0]
         # After restoreState the screen is stale (ALE #417); a fresh emulator's reset screen is frame 0.
         yield 0, demo.make_emulator().screen_rgb() if demo.frames is None else first, 0.0

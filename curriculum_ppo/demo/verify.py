@@ -33,7 +33,7 @@ def verify_demo(demo: Demo) -> VerifyResult:
     def fail(t: int, reason: str) -> VerifyResult:
         return VerifyResult(False, n, demo.total_return, t, reason)
 
-    emu.restore_state(demo.states[0])
+    demo.restore_saved(emu, 0)
     if not np.array_equal(emu.ram(), demo.ram[0]):
         return fail(0, "the frame-0 state does not match the recorded RAM")
     for t in range(n):
@@ -50,7 +50,7 @@ def verify_demo(demo: Demo) -> VerifyResult:
     # Saved states are checked after the replay, so first_divergence is the earliest action
     # index along the demo (a wrong RAM row at a state frame f is action f-1, as for any frame).
     for k, frame in enumerate(demo.state_frames):
-        emu.restore_state(demo.states[k])
+        demo.restore_saved(emu, k)
         if not np.array_equal(emu.ram(), demo.ram[frame]):
             return fail(int(frame), f"saved state at frame {frame} does not restore the recorded RAM")
     return VerifyResult(True, n, demo.total_return, None, None)
