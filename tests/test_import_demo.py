@@ -38,6 +38,7 @@ from curriculum_ppo.demo.store import load_demo
 from curriculum_ppo.demo.verify import verify_demo
 from curriculum_ppo.emulator import Emulator
 from curriculum_ppo.errors import UserError
+from test_safe_pickle import PAYLOADS, payload
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "demos" / "MontezumaRevenge-room1.actions"
@@ -267,6 +268,7 @@ def test_malicious_pickle_is_refused_without_executing(tmp_path, name):
 
 
 def test_allow_list_is_minimal():
+    assert all(isinstance(kind, str) for kind in ALLOWED_GLOBALS.values())  # names of our own handlers, not callables
     names = {f"{m}.{n}" for m, n in ALLOWED_GLOBALS}
     assert all(n.startswith(("numpy.", "builtins.byte", "__builtin__.byte", "_codecs.encode")) for n in names)
     assert not any(n.endswith((".eval", ".exec", ".system", ".open", ".getattr", ".Popen", ".load"))
@@ -305,6 +307,41 @@ def test_cli_rejects_bad_input_with_one_line(tmp_path, script):
         assert not (tmp_path / f"{key}.h5").exists()
     assert not marker.exists()
     assert not [p for p in tmp_path.iterdir() if p.suffix != ".pkl"], "no output or temp files may be left"
+
+
+def test_cli_refuses_every_hostile_payload_with_one_line_and_no_signal(tmp_path):
+    """Each payload of ``test_safe_pickle.PAYLOADS`` (object dtypes, structured dtypes, huge shapes, deep
+    nesting, a truncated stream, os.system and getattr chains) through the real command, in parallel."""
+    marker = tmp_path / "MARKER"
+    procs = {}
+    for i, name in enumerate(sorted(PAYLOADS)):
+        src = tmp_path / f"payload{i}.pkl"
+        src.write_bytes(payload(name, marker))
+        procs[name] = (src, run_cli(src, "--game", GAME, "--out", tmp_path / f"payload{i}.h5"))
+    for name, (src, proc) in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (name, proc.returncode, stderr)  # never < 0: no signal killed it
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and stdout == "", (name, stderr)
+        expected = f"is not a complete pickle (truncated: " if name == "truncated stream" else "refusing to load "
+        assert lines[0].startswith("curriculum-ppo import-demo: error: ") and str(src) in lines[0], lines[0]
+        assert expected in lines[0] and PAYLOADS[name][1] in lines[0], (name, lines[0])
+    assert not marker.exists()
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".pkl"] * len(PAYLOADS), "no output or temp files"
+
+
+def test_lists_of_shared_arrays_are_refused_before_they_are_expanded(tmp_path):
+    """1,000 references to one 1 MB array are 1 MB in the pickle, but would be 1 GB as one numpy array."""
+    big = np.zeros(2**20, np.uint8)
+    src = write_pickle(tmp_path / "shared.pkl", {"actions": [big] * 1000, "rewards": [0.0]})
+    with pytest.raises(UserError, match=r"'actions' is not a flat list of numbers \(entry 0 is a ndarray\)"):
+        read_atari_reset(src, num_actions=18)
+
+
+def test_read_reports_what_loading_used(tmp_path, script):
+    src = write_pickle(tmp_path / "demo.pkl", atari_reset_dict(script["actions"], script["rewards"], script["lives"]))
+    stats = read_atari_reset(src, num_actions=18).load_stats
+    assert stats.size == src.stat().st_size and 0 < stats.memory < stats.budget
 
 
 def test_corrupted_actions_report_the_divergence_frame(tmp_path, script):

@@ -12,14 +12,18 @@ Those tools save a **pickle** of a dict::
                                        older ALE/Stella: they cannot be restored and are not used
     checkpoint_action_nr  list[int]    frame number of each checkpoint
 
-**Loading.** A pickle can run arbitrary code while it loads, so the file is never
-given to :func:`pickle.load`. :class:`RestrictedUnpickler` resolves only the
-handful of globals that such a dict needs (numpy array/scalar/dtype
-reconstruction and the ``_codecs.encode``/``bytes``/``bytearray`` helpers that
-protocols 0-2 use for raw bytes); any other global - ``os.system``,
-``builtins.eval``, ``subprocess.Popen``, ... - stops the load with a
-:class:`UserError` *before* anything is called. Python 2 pickles load with
-``encoding='latin1'`` (numpy's own recommendation for them).
+**Loading.** A pickle can run arbitrary code while it loads, and numpy's own
+pickle hooks can be fed dtype states that make numpy read the file's bytes as
+object pointers, so the file never reaches :mod:`pickle` or numpy's
+unpickling code. :mod:`curriculum_ppo.demo.safe_pickle` parses it in pure
+Python and rebuilds every array itself from (shape, a plain numeric dtype, raw
+bytes); any other global (``os.system``, ``builtins.getattr``, ...), object or
+structured dtypes, non-standard dtype states, and files that would need more
+memory or nesting than a demo can need are refused with one line naming the
+file and what was found. Python 2 ``str`` loads as latin-1 text (numpy's own
+recommendation for Python 2 pickles). The per-frame lists must hold plain
+numbers (checked before they are converted to arrays, so a list of many
+references to one large array is refused instead of being expanded).
 
 **Re-recording.** The demo is replayed with the current emulator from a fresh
 reset through :class:`DemoBuilder`, exactly like ``record --actions``, and the
@@ -58,14 +62,14 @@ Stella states this ALE cannot restore).
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from curriculum_ppo.demo import safe_pickle
 from curriculum_ppo.demo.store import DemoBuilder, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
 from curriculum_ppo.errors import UserError
@@ -74,129 +78,40 @@ IMPORTER_NAME = "atari-reset"
 NOOP = 0
 
 
-# -- restricted unpickling ----------------------------------------------------------------
-def _numpy_function(name: str):
-    """``numpy._core.multiarray.<name>`` (numpy 2) or ``numpy.core.multiarray.<name>`` (numpy 1)."""
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return getattr(multiarray, name)
+# -- loading the pickle -------------------------------------------------------------------
+#: (module, name) a demo pickle may reference (see :mod:`curriculum_ppo.demo.safe_pickle`).
+ALLOWED_GLOBALS = safe_pickle.ALLOWED_GLOBALS
+#: Larger files are refused before they are read (atari-reset demos are a few MB).
+MAX_FILE_BYTES = 256 * 2**20
 
 
-def _frombuffer_function():
-    try:
-        from numpy._core.numeric import _frombuffer  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.numeric import _frombuffer
-    return _frombuffer
-
-
-_numpy_reconstruct = _numpy_function("_reconstruct")
-_numpy_scalar = _numpy_function("scalar")
-_numpy_frombuffer = _frombuffer_function()
-
-
-def _reconstruct(subtype, shape, dtype):
-    """``numpy...._reconstruct`` restricted to plain ndarrays."""
-    if subtype is not np.ndarray:
-        raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}, expected numpy.ndarray")
-    return _numpy_reconstruct(subtype, shape, dtype)
-
-
-def _scalar(dtype, data=None):
-    """``numpy...scalar``: a numpy scalar from its dtype and raw bytes."""
-    if not isinstance(dtype, np.dtype):
-        raise pickle.UnpicklingError(f"scalar of {dtype!r}, expected a numpy dtype")
-    return _numpy_scalar(dtype) if data is None else _numpy_scalar(dtype, data)
-
-
-def _frombuffer(buffer, dtype, shape, order):
-    """``numpy...numeric._frombuffer``: protocol-5 arrays (bytes/bytearray payload)."""
-    if not isinstance(buffer, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
-        raise pickle.UnpicklingError("_frombuffer of a non-buffer")
-    return _numpy_frombuffer(buffer, dtype, shape, order)
-
-
-_LATIN1_NAMES = frozenset({"latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1", "iso_8859_1", "l1"})
-
-
-def _latin1_encode(text, encoding="utf-8", errors="strict"):
-    """``_codecs.encode`` as Python 3 pickles bytes at protocols 0-2: ``encode(str, 'latin1')`` only.
-
-    The encoding name is compared with a fixed list (no codec lookup, which could import modules).
-    """
-    if not isinstance(text, str) or not isinstance(encoding, str) or encoding.lower() not in _LATIN1_NAMES:
-        raise pickle.UnpicklingError("_codecs.encode used for something other than latin-1 bytes")
-    return text.encode("latin-1")
-
-
-def _globals() -> dict[tuple[str, str], object]:
-    allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _latin1_encode,
-    }
-    for core in ("numpy.core", "numpy._core"):  # numpy 1.x / python 2 files, numpy 2 files
-        for module in (f"{core}.multiarray", f"{core}._multiarray_umath"):
-            allowed[(module, "_reconstruct")] = _reconstruct
-            allowed[(module, "scalar")] = _scalar
-        allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
-    for builtins in ("builtins", "__builtin__"):  # python 3 / python 2 (protocols 0-2) spelling
-        allowed[(builtins, "bytes")] = bytes
-        allowed[(builtins, "bytearray")] = bytearray
-    return allowed
-
-
-#: (module, name) -> the object a demo pickle may reference; everything else is refused.
-ALLOWED_GLOBALS: dict[tuple[str, str], object] = _globals()
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles lists, dicts, numbers, strings and numpy arrays - nothing that can run code.
-
-    ``find_class`` is the only way a pickle reaches a callable (``GLOBAL``,
-    ``STACK_GLOBAL``, ``INST``, ``OBJ`` and the ``EXT*`` opcodes all go through
-    it), so refusing there stops a malicious file before anything executes.
-    """
-
-    def __init__(self, file, source: str = "the file"):
-        super().__init__(file, encoding="latin1")  # python 2 str -> str (numpy's advice for py2 pickles)
-        self.source = source
-
-    def find_class(self, module: str, name: str):
-        try:
-            return ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            pass
-        raise UserError(f"refusing to load {self.source}: it references {module}.{name}, which an "
-                        f"atari-reset demo never needs (only lists, numbers and numpy arrays are allowed); "
-                        f"nothing in it was executed")
-
-    def persistent_load(self, pid):
-        raise UserError(f"refusing to load {self.source}: it uses pickle persistent ids, "
-                        f"which an atari-reset demo never contains")
-
-
-def restricted_loads(data: bytes, source: str = "the file"):
-    """Unpickle ``data`` with :class:`RestrictedUnpickler`; every failure is one-line :class:`UserError`."""
+def restricted_loads_with_stats(data: bytes, source: str = "the file") -> tuple[object, safe_pickle.LoadStats]:
+    """Load an untrusted pickle with :mod:`~curriculum_ppo.demo.safe_pickle`; any failure is a one-line UserError."""
     if data[:8] == b"\x89HDF\r\n\x1a\n":
         raise UserError(f"{source} is an HDF5 file (a curriculum_ppo demo already?); "
                         f"import-demo reads atari-reset pickles")
     if data[:2] == b"\x1f\x8b":
         raise UserError(f"{source} is gzip-compressed; decompress it first (gunzip)")
     try:
-        return RestrictedUnpickler(io.BytesIO(data), source).load()
-    except UserError:
-        raise
-    except EOFError:
-        raise UserError(f"{source} is not a complete pickle (truncated: it ends before the pickle's "
-                        f"STOP opcode)") from None
-    except RecursionError:
-        raise UserError(f"{source} is not an atari-reset demo (its pickle is nested too deeply)") from None
-    except Exception as exc:  # noqa: BLE001 - only allow-listed callables ran; any error is bad data
-        raise UserError(f"{source} is not a readable atari-reset pickle (truncated or corrupt: "
-                        f"{type(exc).__name__}: {_one_line(exc)})") from None
+        return safe_pickle.loads_with_stats(data)
+    except safe_pickle.Refused as exc:
+        raise UserError(f"refusing to load {source}: {exc}; nothing in it was executed") from None
+    except safe_pickle.Truncated as exc:
+        raise UserError(f"{source} is not a complete pickle (truncated: {exc})") from None
+    except safe_pickle.Malformed as exc:
+        raise UserError(f"{source} is not a readable atari-reset pickle (truncated or corrupt: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - nothing from the file ran; any other failure is bad data too
+        raise UserError(f"{source} is not a readable atari-reset pickle ({type(exc).__name__}: "
+                        f"{_one_line(exc)})") from None
+
+
+def restricted_loads(data: bytes, source: str = "the file"):
+    """The value of an untrusted demo pickle (see :func:`restricted_loads_with_stats`)."""
+    return restricted_loads_with_stats(data, source)[0]
+
+
+_KEY_REPR = reprlib.Repr()
+_KEY_REPR.maxstring = _KEY_REPR.maxother = 40
 
 
 def _one_line(exc: BaseException) -> str:
@@ -219,6 +134,7 @@ class AtariResetFile:
     dropped_leading_lives_entry: bool = False
     notes: list[str] = field(default_factory=list)
     num_checkpoints: int = 0
+    load_stats: safe_pickle.LoadStats | None = None  # what loading the pickle used
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -229,7 +145,18 @@ class AtariResetFile:
         return f"{rewards}+lives" if self.lives is not None else rewards
 
 
+#: What a per-frame list may hold: numbers only (no containers, no arrays beyond 0-d ones).
+_NUMBERS = (int, float, np.integer, np.floating, np.bool_)
+
+
 def _numeric_vector(value, key: str, source: str, dtype) -> np.ndarray:
+    if isinstance(value, (list, tuple)):
+        for t, x in enumerate(value):
+            if not (isinstance(x, _NUMBERS) or (isinstance(x, np.ndarray) and x.ndim == 0)):
+                raise UserError(f"{source}: '{key}' is not a flat list of numbers "
+                                f"(entry {t} is a {type(x).__name__})")
+    elif not isinstance(value, np.ndarray):
+        raise UserError(f"{source}: '{key}' is not a list of numbers (it is a {type(value).__name__})")
     try:
         array = np.asarray(value)
         if array.dtype == object:
@@ -257,18 +184,21 @@ def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name
     if path.is_dir():
         raise UserError(f"{source} is a directory, not an atari-reset demo pickle")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise UserError(f"cannot read {source}: {exc.strerror or exc}") from None
     if not data:
         raise UserError(f"{source} is empty")
-    content = restricted_loads(data, source)
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{source} is larger than {MAX_FILE_BYTES // 2**20} MiB; atari-reset demos are a few MB")
+    content, stats = restricted_loads_with_stats(data, source)
 
     if not isinstance(content, dict):
         raise UserError(f"{source} holds a {type(content).__name__}, not an atari-reset demo "
                         f"(a dict with 'actions', 'rewards', 'lives', ...)")
     keys = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in content.items()}
-    shown = ", ".join(sorted(repr(k) for k in keys)[:8]) or "none"
+    shown = ", ".join(sorted(_KEY_REPR.repr(k) for k in keys)[:8]) or "none"
     if "actions" not in keys:
         raise UserError(f"{source} is not an atari-reset demo: its dict has no 'actions' (keys: {shown})")
     actions = _numeric_vector(keys["actions"], "actions", source, np.int64)
@@ -330,6 +260,7 @@ def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name
         dropped_leading_lives_entry=dropped_lives,
         notes=notes,
         num_checkpoints=len(checkpoints) if isinstance(checkpoints, (list, tuple)) else 0,
+        load_stats=stats,
     )
 
 
