@@ -37,7 +37,7 @@ import numpy as np
 FORMAT_NAME = "curriculum_ppo.demo"
 SCHEMA_VERSION = 1
 DEFAULT_STATE_INTERVAL = 10
-SOURCES = ("recorded", "scripted", "imported")
+SOURCES = ("recorded", "scripted", "imported", "cut")
 
 #: attribute -> (python type(s), meaning). Written on the file's root group.
 ATTRIBUTES: dict[str, tuple[tuple[type, ...], str]] = {
@@ -55,7 +55,8 @@ ATTRIBUTES: dict[str, tuple[tuple[type, ...], str]] = {
     "num_frames": ((int,), "N, the number of actions"),
     "total_return": ((float,), "sum of /rewards"),
     "state_interval": ((int,), "I, frames between saved states"),
-    "source": ((str,), "'recorded' (played by a person), 'scripted' (--actions file) or 'imported'"),
+    "source": ((str,), "'recorded' (played by a person), 'scripted' (--actions file), 'imported' or 'cut' "
+                       "(the first frames of another demo)"),
     "source_detail": ((str,), "JSON: script name, imported file, NOOP alignment, ..."),
     "created": ((str,), "ISO-8601 UTC creation time"),
     "writer_version": ((str,), "curriculum_ppo version that wrote the file"),

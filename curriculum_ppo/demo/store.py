@@ -128,6 +128,16 @@ def _json_default(o):
     raise TypeError(type(o))
 
 
+def _write_attr(f: h5py.File, key: str, value) -> None:
+    """Strings as fixed-length UTF-8 (kept in the object header, not in HDF5's unchecksummed global heap)."""
+    if isinstance(value, str) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
+        encoded = [value.encode()] if isinstance(value, str) else [v.encode() for v in value]
+        dtype = h5py.string_dtype("utf-8", max(1, *map(len, encoded)))
+        f.attrs.create(key, np.array(encoded[0] if isinstance(value, str) else encoded, dtype=dtype))
+    else:
+        f.attrs[key] = value
+
+
 def save_demo(demo: Demo, path: str | os.PathLike, *, source: str | None = None, detail: dict | None = None) -> Path:
     """Write ``demo`` atomically: a temp file in the same directory, renamed when complete."""
     path = Path(path)
@@ -167,23 +177,26 @@ def save_demo(demo: Demo, path: str | os.PathLike, *, source: str | None = None,
 
     # HDF5 is built in memory and written with plain Python I/O: when libhdf5 itself hits a
     # write error (disk full, EFBIG) it leaves the file half-closed and h5py can segfault.
+    # Damage is detectable everywhere: every dataset carries Fletcher-32 checksums, the 1.10 file
+    # format checksums its metadata, and strings live in the (checksummed) object header.
     buffer = io.BytesIO()
+    checked = {"fletcher32": True}
     with atomic_path(path) as tmp:
-        with h5py.File(buffer, "w") as f:
+        with h5py.File(buffer, "w", libver=("v110", "latest")) as f:
             for key, value in attrs.items():
-                f.attrs[key] = value
-            f.create_dataset("actions", data=demo.actions.astype(np.uint8), compression="gzip")
-            f.create_dataset("rewards", data=demo.rewards.astype(np.float32), compression="gzip")
-            f.create_dataset("lives", data=demo.lives.astype(np.uint8), compression="gzip")
+                _write_attr(f, key, value)
+            f.create_dataset("actions", data=demo.actions.astype(np.uint8), compression="gzip", **checked)
+            f.create_dataset("rewards", data=demo.rewards.astype(np.float32), compression="gzip", **checked)
+            f.create_dataset("lives", data=demo.lives.astype(np.uint8), compression="gzip", **checked)
             f.create_dataset("ram", data=demo.ram.astype(np.uint8), compression="gzip",
-                             chunks=(min(n + 1, 4096), 128))
+                             chunks=(min(n + 1, 4096), 128), **checked)
             f.create_dataset("states", data=packed, compression="gzip", compression_opts=6,
-                             chunks=(min(len(packed), 16), packed.shape[1]))
-            f.create_dataset("state_lengths", data=lengths)
-            f.create_dataset("state_frames", data=demo.state_frames.astype(np.int64))
+                             chunks=(min(len(packed), 16), packed.shape[1]), **checked)
+            f.create_dataset("state_lengths", data=lengths, **checked)
+            f.create_dataset("state_frames", data=demo.state_frames.astype(np.int64), **checked)
             if demo.frames is not None:
                 f.create_dataset("frames", data=demo.frames, compression="gzip",
-                                 chunks=(1,) + demo.frames.shape[1:])
+                                 chunks=(1,) + demo.frames.shape[1:], **checked)
         tmp.write_bytes(buffer.getbuffer())
     demo.path = path
     demo.attrs = attrs
