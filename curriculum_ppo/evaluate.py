@@ -627,7 +627,7 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
         "settings": {
             "episodes": settings.episodes, "protocols": protocols, "noop_max": settings.noop_max,
             "sticky": settings.sticky, "epsilon": settings.epsilon, "max_frames": settings.max_frames,
-            "envs": min(settings.envs, len(jobs)), "seed": settings.seed, "greedy": settings.greedy,
+            "envs": min(settings.envs, len(spec.jobs)), "seed": settings.seed, "greedy": settings.greedy,
             "device": str(device), "start": "game" if start is None else {"demo": demo_path, "start_frame": start},
             "end_on_life_loss": bool(atari["end_on_life_loss"]),
             "std": "sample standard deviation (ddof=1)",

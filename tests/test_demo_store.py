@@ -6,6 +6,9 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
+import resource
+import shutil
 import stat
 
 import h5py
@@ -15,6 +18,7 @@ import pytest
 from curriculum_ppo import __version__
 from curriculum_ppo.demo import schema
 from curriculum_ppo.demo.inspect import screen_at
+from curriculum_ppo.demo.reader import read_demo_file
 from curriculum_ppo.demo.store import Demo, DemoBuilder, load_demo, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, ale_version, rom_md5, rom_path
 from curriculum_ppo.errors import UserError
@@ -254,3 +258,106 @@ def test_make_emulator_refuses_other_rom(bundled_demo):
     fake = Demo(**{**bundled_demo.__dict__, "attrs": {**bundled_demo.attrs, "rom_md5": "0" * 32}})
     with pytest.raises(UserError, match="MD5"):
         fake.make_emulator()
+
+
+# --- the reader: nothing in a file is trusted --------------------------------------------
+def rebuilt_copy(src, dst, change):
+    """A copy of demo ``src`` made with plain h5py, dataset by dataset; ``change(name, data)`` returns
+    h5py ``create_dataset`` keyword arguments for a dataset (or None to keep it as it is)."""
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        for key, value in f.attrs.items():
+            g.attrs[key] = value
+        for name in f:
+            data = f[name][()]
+            g.create_dataset(name, **(change(name, data) or {"data": data}))
+    return dst
+
+
+def test_reader_in_a_child_process_gives_what_plain_h5py_reads(bundled_demo_path):
+    isolated = read_demo_file(bundled_demo_path)
+    in_process = read_demo_file(bundled_demo_path, isolate=False)
+    with h5py.File(bundled_demo_path, "r") as f:
+        for contents in (isolated, in_process):
+            assert set(contents.arrays) == set(schema.DATASETS)
+            for name, array in contents.arrays.items():
+                np.testing.assert_array_equal(array, f[name][()], err_msg=name)
+                assert array.dtype == f[name].dtype and contents.shapes[name] == f[name].shape
+            assert contents.attrs["game"] == f.attrs["game"]
+            assert contents.attrs["action_set"] == [str(a) for a in f.attrs["action_set"]]
+    assert isolated.attrs == in_process.attrs
+    header = read_demo_file(bundled_demo_path, arrays=())
+    assert header.arrays == {} and header.shapes["actions"] == (635,)
+
+
+@pytest.mark.parametrize("isolate", [True, False])
+@pytest.mark.parametrize("case, change, message", [
+    ("dtype", lambda name, data: {"data": data.astype(np.float64)} if name == "rewards" else None,
+     "/rewards stores float64 values, expected float32"),
+    ("byte order", lambda name, data: {"data": data.astype(">i8")} if name == "state_frames" else None,
+     "/state_frames stores >i8 values, expected int64"),
+    ("huge claim", lambda name, data: {"shape": (10**8, 128), "dtype": np.uint8, "chunks": (4096, 128),
+                                       "compression": "gzip"} if name == "ram" else None,
+     "/ram has shape (100000000, 128), expected (636, 128)"),
+], ids=["dtype", "byte-order", "shape"])
+def test_reader_refuses_types_and_shapes_before_reading(tmp_path, bundled_demo_path, case, change, message,
+                                                         isolate):
+    path = rebuilt_copy(bundled_demo_path, tmp_path / f"{case}.h5", change)
+    with pytest.raises(UserError, match=re.escape(message)):
+        read_demo_file(path, isolate=isolate)
+
+
+def test_reader_refuses_a_demo_whose_size_claims_exceed_the_file(tmp_path, bundled_demo_path):
+    """Consistent shapes for 100 million frames but no stored chunks: refused before any allocation."""
+    n = 10**8
+    path = tmp_path / "claims.h5"
+    with h5py.File(bundled_demo_path, "r") as f, h5py.File(path, "w") as g:
+        for key, value in f.attrs.items():
+            g.attrs[key] = value
+        g.attrs["num_frames"] = n
+        for name, shape in {"actions": (n,), "rewards": (n,), "lives": (n + 1,), "ram": (n + 1, 128)}.items():
+            g.create_dataset(name, shape=shape, dtype=f[name].dtype, chunks=True, compression="gzip")
+        for name in ("states", "state_lengths", "state_frames"):
+            g.create_dataset(name, data=f[name][()])
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for isolate in (True, False):
+        with pytest.raises(UserError, match=r"/actions claims 100,000,000 bytes but the file stores only 0 bytes"):
+            read_demo_file(path, isolate=isolate)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 50_000  # KiB: nothing was allocated
+
+
+def test_reader_refuses_links_and_data_from_other_files(tmp_path, bundled_demo_path):
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(range(256)) * 3)
+    link = tmp_path / "link.h5"
+    shutil.copyfile(bundled_demo_path, link)
+    with h5py.File(link, "r+") as f:
+        del f["actions"]
+        f["actions"] = h5py.SoftLink("/rewards")
+    external = rebuilt_copy(bundled_demo_path, tmp_path / "external.h5",
+                            lambda name, data: {"shape": data.shape, "dtype": data.dtype,
+                                                "external": [(str(secret), 0, data.nbytes)]}
+                            if name == "actions" else None)
+    with pytest.raises(UserError, match="/actions is a link"):
+        load_demo(link)
+    with pytest.raises(UserError, match="/actions takes its data from other files"):
+        load_demo(external)
+
+
+def test_reader_refuses_attributes_of_the_wrong_type(tmp_path, bundled_demo_path):
+    for key, value, message in [("num_frames", "635", "attribute 'num_frames' is str '635', expected int"),
+                                ("frameskip", True, "attribute 'frameskip' is bool True, expected int"),
+                                ("action_set", np.arange(3), "'action_set' must be a non-empty list of action"),
+                                ("state_interval", 0, "state_interval is 0; it must be at least 1")]:
+        path = tmp_path / f"{key}.h5"
+        shutil.copyfile(bundled_demo_path, path)
+        with h5py.File(path, "r+") as f:
+            f.attrs[key] = value
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_demo(path)
+
+
+def test_reader_refuses_a_fifo(tmp_path):
+    fifo = tmp_path / "demo.h5"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="is not a regular file"):
+        load_demo(fifo)
