@@ -104,6 +104,23 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_cut(args) -> int:
+    from curriculum_ppo.demo.cut import cut_file
+
+    demo = cut_file(args.file, args.end, args.out)
+    print(f"cut {args.file} at frame {args.end}: {len(demo)} frames, total return {demo.total_return:g} -> {args.out} "
+          f"(check it with: curriculum-ppo verify {args.out})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from curriculum_ppo.demo.export import export_minari
+
+    path = export_minari(args.file, args.minari, obs=args.obs, frameskip=args.frameskip)
+    print(f"exported {args.file} as Minari dataset {args.minari} ({path}); read it with minari.load_dataset({args.minari!r})")
+    return 0
+
+
 def _lazy(module: str, function: str):
     def run(args):
         return getattr(importlib.import_module(module), function)(args)
@@ -156,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--max-shift", type=int, default=8, help="largest leading-NOOP alignment to try (±frames)")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("cut", help="the first frames of a demo as a demo of its own (train on the first rooms)")
+    p.add_argument("file", help="the demo to cut (.h5)")
+    p.add_argument("--end", type=int, required=True, metavar="FRAME", help="keep frames 0..FRAME (1 <= FRAME <= N)")
+    p.add_argument("--out", required=True, help="output demo file (.h5)")
+    p.set_defaults(func=cmd_cut)
+
+    p = sub.add_parser("export", help="write a demo as a dataset for imitation / offline RL (Minari)")
+    p.add_argument("file", help="the demo (.h5)")
+    p.add_argument("--minari", required=True, metavar="NAME",
+                   help="Minari dataset id, e.g. montezuma/room1-v0 (written under $MINARI_DATASETS_PATH)")
+    p.add_argument("--obs", choices=("gray84", "rgb"), default="gray84",
+                   help="observations: 84x84 grayscale (our agent's view) or the 210x160 RGB screen")
+    p.add_argument("--frameskip", type=int, choices=(1, 4), default=1,
+                   help="1: one step per emulator frame (the demo's own); 4: agent steps as our agent acts")
+    p.set_defaults(func=cmd_export)
 
     try:
         from curriculum_ppo.train_cli import add_train_parser

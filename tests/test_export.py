@@ -60,3 +60,14 @@ def test_bad_input_writes_nothing(datasets, tmp_path):
     with pytest.raises(UserError, match="not found"):
         export_minari(tmp_path / "nope.h5", "nope-v0")
     assert sorted(p.name for p in datasets.iterdir()) == ["taken-v0"]
+
+
+def test_export_command_line(datasets, capsys):
+    from curriculum_ppo.cli import main
+
+    assert main(["export", str(DEMO), "--minari", "cli/room1-v0", "--frameskip", "4"]) == 0
+    assert "minari.load_dataset('cli/room1-v0')" in capsys.readouterr().out
+    assert minari.load_dataset("cli/room1-v0").total_steps == 159
+    assert main(["export", str(DEMO), "--minari", "cli/room1-v0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0]
