@@ -1,4 +1,4 @@
-"""The ``curriculum-ppo`` command: record, verify, inspect and import demos; train; evaluate.
+"""The ``curriculum-ppo`` command: record, verify, inspect, import, cut and export demos; train; evaluate.
 
 Each subcommand lives in its own module; this file only parses arguments and
 turns :class:`~curriculum_ppo.errors.UserError` into one line on stderr with a
@@ -190,18 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: one step per emulator frame (the demo's own); 4: agent steps as our agent acts")
     p.set_defaults(func=cmd_export)
 
-    try:
-        from curriculum_ppo.train_cli import add_train_parser
-    except ImportError:
-        pass
-    else:
-        add_train_parser(sub)
-    try:
-        from curriculum_ppo.evaluate_cli import add_evaluate_parsers
-    except ImportError:
-        pass
-    else:
-        add_evaluate_parsers(sub)
+    from curriculum_ppo.evaluate_cli import add_evaluate_parsers
+    from curriculum_ppo.train_cli import add_train_parser
+
+    add_train_parser(sub)
+    add_evaluate_parsers(sub)
     return parser
 
 
