@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from curriculum_ppo.atomic import atomic_path, write_text_atomic
+from curriculum_ppo.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR_ENV = "CURRICULUM_PPO_BENCH_DIR"
@@ -38,7 +39,11 @@ def bench_root() -> Path:
 def bench_dir(script: str) -> Path:
     """The default output directory of ``script`` (created): ``runs/bench/<script>/``."""
     path = bench_root() / script
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the default output directory {path}: {exc.strerror or exc}; "
+                        f"name an output path, or set {BENCH_DIR_ENV}") from None
     return path
 
 

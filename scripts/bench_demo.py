@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="also keep the recorded demo at this path")
     args = parser.parse_args(argv)
     frames = 5_000 if args.quick else args.frames
-    if args.json is None:
-        args.json = default_output("bench_demo", "bench_demo.json")
     try:  # before minutes of recording
+        if args.json is None:
+            args.json = default_output("bench_demo", "bench_demo.json")
         args.json.parent.mkdir(parents=True, exist_ok=True)
         check_destination(args.json, "--json")
     except (UserError, OSError) as exc:

@@ -343,8 +343,8 @@ def main() -> None:
         report(saved)
         return
 
-    json_path = Path(args.json) if args.json else default_output("bench_envs", "bench_envs.json")
     try:  # before minutes of measuring
+        json_path = Path(args.json) if args.json else default_output("bench_envs", "bench_envs.json")
         json_path.parent.mkdir(parents=True, exist_ok=True)
         check_destination(json_path, "--json")
     except (UserError, OSError) as exc:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks and benchmarks in one go (about 9 minutes on one H100 with 16 cores), so that
+# The GPU checks and benchmarks in one go (about 9-10 minutes on one H100 with 16 cores), so that
 # a short lease of a GPU machine is enough: each step has its own time limit and a failing step
 # does not stop the others. Results (JSON, logs) go to $OUT (default runs/bench/gpu, git-ignored;
 # the committed figures in scripts/results/gpu change only with OUT=scripts/results/gpu).
@@ -49,9 +49,9 @@ for path in packed stretches; do  # the GRU's two ways of handling episode start
     step bench_update_gru_$path 60 $PY scripts/bench_update.py --device "$DEVICE" --archs nature --recurrent yes \
         $GRU --episode-length 26 --gru-path $path --json "$OUT/bench_update_gru_${path}_$DEVICE.json"
 done
-step bench_train_8envs 200 $PY scripts/bench_train.py --device "$DEVICE" --rounds 1 --workers $((CORES < 8 ? CORES : 8)) $TR8 \
+step bench_train_8envs 260 $PY scripts/bench_train.py --device "$DEVICE" --rounds 1 --workers $((CORES < 8 ? CORES : 8)) $TR8 \
     --json "$OUT/bench_train_${DEVICE}_8envs.json"
-step bench_train_64envs 190 $PY scripts/bench_train.py --device "$DEVICE" --rounds 1 --workers "$CORES" $TR64 \
+step bench_train_64envs 230 $PY scripts/bench_train.py --device "$DEVICE" --rounds 1 --workers "$CORES" $TR64 \
     --json "$OUT/bench_train_${DEVICE}_64envs.json"
 RUN=$(mktemp -d)/run
 step train 100 $PY -m curriculum_ppo train --device "$DEVICE" --run-dir "$RUN" --num-envs 64 --workers "$CORES" \

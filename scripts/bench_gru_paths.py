@@ -49,8 +49,9 @@ def main() -> None:
     if any(n < 1 or ENVS % n for n in envs_per_minibatch):
         parser.error(f"--envs-per-minibatch must divide the {ENVS} envs (1, 2, 4 or 8), got {args.envs_per_minibatch}")
     lengths = [float(v) for v in args.episode_lengths.split(",")]
-    json_path = Path(args.json) if args.json else default_output("bench_gru_paths", f"bench_gru_paths_{device.type}.json")
     try:  # before minutes of measuring
+        json_path = Path(args.json) if args.json else default_output("bench_gru_paths",
+                                                                    f"bench_gru_paths_{device.type}.json")
         check_destination(json_path, "--json")
     except UserError as exc:
         raise SystemExit(f"bench_gru_paths: error: {exc}") from None

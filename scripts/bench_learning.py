@@ -286,14 +286,17 @@ def main() -> None:
                         help="report path (default runs/bench/bench_learning/bench_learning.json); the PNG goes "
                              "next to it with the same name")
     args = parser.parse_args()
-    if args.out_dir is None:
-        args.out_dir = str(bench_dir("bench_learning"))
-        old = OLD_DEFAULT_OUT_DIR / "curriculum" / "checkpoints" / "latest.pt"
-        if old.exists() and not Path(args.out_dir, "curriculum", "checkpoints", "latest.pt").exists():
-            print(f"bench_learning: note: {OLD_DEFAULT_OUT_DIR} holds an earlier run (the old default); to resume it, "
-                  f"give --out-dir {OLD_DEFAULT_OUT_DIR} and its --json", file=sys.stderr)
-    if args.json is None:
-        args.json = str(bench_dir("bench_learning") / "bench_learning.json")
+    try:
+        if args.out_dir is None:
+            args.out_dir = str(bench_dir("bench_learning"))
+            old = OLD_DEFAULT_OUT_DIR / "curriculum" / "checkpoints" / "latest.pt"
+            if old.exists() and not Path(args.out_dir, "curriculum", "checkpoints", "latest.pt").exists():
+                print(f"bench_learning: note: {OLD_DEFAULT_OUT_DIR} holds an earlier run (the old default); to resume "
+                      f"it, give --out-dir {OLD_DEFAULT_OUT_DIR} and its --json", file=sys.stderr)
+        if args.json is None:
+            args.json = str(bench_dir("bench_learning") / "bench_learning.json")
+    except UserError as exc:
+        raise SystemExit(f"bench_learning: {exc}")
     # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
     # would not reach it).
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

@@ -484,8 +484,10 @@ def main(argv=None) -> None:
         return
 
     json_path = Path(args.json) if args.json else default_output("bench_train", f"bench_train_{device.type}.json")
-    if args.json:
+    try:
         json_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the directory of --json {json_path}: {exc.strerror or exc}") from None
     check_destination(json_path, "--json")  # before minutes of measuring
     from bench_learning import cpu_model
     from curriculum_ppo.ppo.learner import PPOConfig
@@ -498,72 +500,78 @@ def main(argv=None) -> None:
     cap = update_sps / epochs
     env_only, env_cpu = bench_env_only(args.envs, args.workers, args.env_seconds)
 
+    # An upper bound for any loop, however well it overlaps: on CPU, one agent step needs the CPU
+    # time of its env step plus `epochs` update passes (both measured above, policy inference left
+    # out), and the machine has its cores to spend; on GPU the update runs beside the CPU, so the
+    # slower of the two sides bounds the loop.
+    overlap_bound = cores / (env_cpu + epochs * update_cpu) if device.type == "cpu" else min(env_only, cap)
+    base = {"date": None, "machine": platform.platform(), "cpu_model": cpu_model(), "cpus": os.cpu_count(),
+            "device": str(device), "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+            "config": {k: v for k, v in vars(args).items() if k not in ("contender", "record")},
+            "timing": "each run is a process of its own doing --updates + 1 rollouts, each followed by its update; "
+                      "whole_run: its agent steps over its process's start to exit; cycles: agent steps of rollouts "
+                      "2 onwards over the start of rollout 2 to the end of the last update (scripts/loop_timing.py)",
+            "rollouts_per_run": rollouts, "agent_steps_per_run": rollouts * args.envs * args.steps,
+            "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap, "env_only_agent_steps_per_s": env_only,
+            "cpu_seconds_per_agent_step": {"env": env_cpu, "update": epochs * update_cpu},
+            "perfect_overlap_bound_agent_steps_per_s": overlap_bound}
+
     # The loops run in turn, round after round: on a noisy machine a ratio of two loops measured a
     # minute apart is steadier than a ratio of two loops measured in separate runs.
     specs = contenders(args)
-    whole = {s["name"]: [] for s in specs}
-    cycles = {s["name"]: [] for s in specs}
     runs = {s["name"]: [] for s in specs}
-    for r in range(args.rounds):
-        for spec in specs:
-            m = measure(spec, device, args.envs, args.steps, args.updates, args.arch, args.workers, args.compile)
-            whole[spec["name"]].append(m["whole_run"])
-            cycles[spec["name"]].append(m["cycles"])
-            runs[spec["name"]].append(m)
-        print(f"round {r + 1}/{args.rounds}, whole run / complete cycles: "
-              + ", ".join(f"{name} {whole[name][-1]:.0f} / {cycles[name][-1]:.0f}" for name in whole), flush=True)
-    machine_load = load.finish()
-    whole_part, cycles_part = summary(whole), summary(cycles)
-    trainer = cycles_part["agent_steps_per_s"]["curriculum_ppo"]
+    done = 0
+    try:
+        for r in range(args.rounds):
+            for spec in specs:
+                runs[spec["name"]].append(measure(spec, device, args.envs, args.steps, args.updates, args.arch,
+                                                  args.workers, args.compile))
+            print(f"round {r + 1}/{args.rounds}, whole run / complete cycles: " + ", ".join(
+                f"{name} {v[-1]['whole_run']:.0f} / {v[-1]['cycles']:.0f}" for name, v in runs.items()), flush=True)
+            out = report(base, runs, load.finish(warn=r + 1 == args.rounds))
+            write_json(json_path, out)  # after every round: an interrupted run keeps the rounds it finished
+            done = r + 1
+    except KeyboardInterrupt:
+        raise SystemExit(f"bench_train: interrupted; {json_path} holds the {done} round(s) finished before" if done
+                         else "bench_train: interrupted before the first round ended; nothing written") from None
 
     print(f"device {device}, {args.envs} envs x {args.steps} steps, {epochs} epochs x "
           f"{PPOConfig().num_minibatches} minibatches, {args.arch} CNN; each run: {rollouts} rollouts + updates "
           f"({rollouts * args.envs * args.steps:,} agent steps), {args.rounds} round(s)")
     print(f"PPO update alone: {update_sps:.0f} samples/s -> cap {cap:.0f} agent steps/s")
-    # An upper bound for any loop, however well it overlaps: on CPU, one agent step needs the CPU
-    # time of its env step plus `epochs` update passes (both measured above, policy inference left
-    # out), and the machine has its cores to spend; on GPU the update runs beside the CPU, so the
-    # slower of the two sides bounds the loop.
-    if device.type == "cpu":
-        overlap_bound = cores / (env_cpu + epochs * update_cpu)
-    else:
-        overlap_bound = min(env_only, cap)
     print(f"CPU time per agent step: env {env_cpu * 1e3:.2f} ms + update {epochs * update_cpu * 1e3:.2f} ms")
     print(f"perfect-overlap bound: {overlap_bound:.0f} agent steps/s; env workers alone (env_only): {env_only:.0f}")
-    seconds = {name: float(np.median([m["seconds"] for m in v])) for name, v in runs.items()}
-    setup = {name: float(np.median([m["setup_seconds"] for m in v])) for name, v in runs.items()}
+    seconds, setup = out["whole_run"]["seconds"], out["whole_run"]["setup_seconds"]
     print_table(f"whole run: process start to exit, {rollouts * args.envs * args.steps:,} agent steps",
-                whole_part, lambda n, _: f" {'seconds':>8} {'set-up s':>9}" if n is None
+                out["whole_run"], lambda n, _: f" {'seconds':>8} {'set-up s':>9}" if n is None
                 else f" {seconds[n]:>8.1f} {setup[n]:>9.1f}")
     print_table(f"complete cycles: start of rollout 2 to the end of update {rollouts}, "
-                f"{args.updates * args.envs * args.steps:,} agent steps", cycles_part,
+                f"{args.updates * args.envs * args.steps:,} agent steps", out["cycles"],
                 lambda n, sps: f" {'of cap':>7} {'of bound':>9} {'vs env-only':>12}" if n is None
                 else f" {sps / cap:>7.0%} {sps / overlap_bound:>9.0%} {sps / env_only:>12.0%}")
     if args.rounds > 1:
         print(f"agent steps/s: medians of {args.rounds} rounds; ratios: medians of the per-round ratios")
-    rss = {name: {"learner": max(m["peak_rss_learner_bytes"] for m in v),
-                  "workers": max(m["peak_rss_workers_bytes"] for m in v)} for name, v in runs.items()}
-    print(f"peak RSS of the Trainer: learner {rss['curriculum_ppo']['learner'] / 2**20:.0f} MiB + workers "
-          f"{rss['curriculum_ppo']['workers'] / 2**20:.0f} MiB")
-    out = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-           "cpu_model": cpu_model(), "cpus": os.cpu_count(), "device": str(device),
-           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
-           "config": {k: v for k, v in vars(args).items() if k not in ("contender", "record")},
-           "timing": "each run is a process of its own doing --updates + 1 rollouts, each followed by its update; "
-                     "whole_run: its agent steps over its process's start to exit; cycles: agent steps of rollouts 2 "
-                     "onwards over the start of rollout 2 to the end of the last update (scripts/loop_timing.py)",
-           "rollouts_per_run": rollouts, "agent_steps_per_run": rollouts * args.envs * args.steps,
-           "update_samples_per_s": update_sps, "cap_agent_steps_per_s": cap, "env_only_agent_steps_per_s": env_only,
-           "whole_run": {**whole_part, "seconds": seconds, "setup_seconds": setup},
-           "cycles": cycles_part,
-           "cpu_seconds_per_agent_step": {"env": env_cpu, "update": epochs * update_cpu},
-           "perfect_overlap_bound_agent_steps_per_s": overlap_bound,
-           "trainer_cycles_fraction_of_cap": trainer / cap,
-           "trainer_cycles_fraction_of_overlap_bound": trainer / overlap_bound,
-           "trainer_cycles_vs_env_only": trainer / env_only,
-           "peak_rss_bytes": rss, "machine_load": machine_load}
-    write_json(json_path, out)
+    rss = out["peak_rss_bytes"]["curriculum_ppo"]
+    print(f"peak RSS of the Trainer: learner {rss['learner'] / 2**20:.0f} MiB + workers {rss['workers'] / 2**20:.0f} MiB")
     print(f"wrote {json_path}")
+
+
+def report(base: dict, runs: dict[str, list[dict]], machine_load: dict) -> dict:
+    """The JSON of the rounds so far: ``base`` (set-up measurements), medians and ratios of both rates."""
+    whole = summary({name: [m["whole_run"] for m in v] for name, v in runs.items()})
+    cycles = summary({name: [m["cycles"] for m in v] for name, v in runs.items()})
+    whole["seconds"] = {name: float(np.median([m["seconds"] for m in v])) for name, v in runs.items()}
+    whole["setup_seconds"] = {name: float(np.median([m["setup_seconds"] for m in v])) for name, v in runs.items()}
+    trainer = cycles["agent_steps_per_s"]["curriculum_ppo"]
+    return {**base, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rounds_done": len(next(iter(runs.values()))), "whole_run": whole, "cycles": cycles,
+            "trainer_cycles_fraction_of_cap": trainer / base["cap_agent_steps_per_s"],
+            "trainer_cycles_fraction_of_overlap_bound": trainer / base["perfect_overlap_bound_agent_steps_per_s"],
+            "trainer_cycles_vs_env_only": trainer / base["env_only_agent_steps_per_s"],
+            "peak_rss_bytes": {name: {"learner": max(m["peak_rss_learner_bytes"] for m in v),
+                                      "workers": max(m["peak_rss_workers_bytes"] for m in v)}
+                               for name, v in runs.items()},
+            "machine_load": machine_load}
 
 
 if __name__ == "__main__":

@@ -38,8 +38,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", default=None, help="results file (default runs/bench/probe_gpu_loop/gpu_loop_probe.json)")
     args = parser.parse_args()
-    json_path = Path(args.json) if args.json else default_output("probe_gpu_loop", "gpu_loop_probe.json")
     try:
+        json_path = Path(args.json) if args.json else default_output("probe_gpu_loop", "gpu_loop_probe.json")
         check_destination(json_path, "--json")  # before minutes of measuring
     except UserError as exc:
         raise SystemExit(f"probe_gpu_loop: error: {exc}")

@@ -354,24 +354,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.budget is not None and args.budget < 1:
         p.error(f"--budget must be at least 1, got {args.budget}")
-    if args.json is None:
-        args.json = default_output("toy_scaling", "toy_scaling.json")
-    if args.png is None:
-        args.png = args.json.with_suffix(".png")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for path, flag in ((args.json, "--json"), (args.png, "--png")):
-        try:  # before minutes of training, not after
-            path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # before minutes of training, not after
+        if args.json is None:
+            args.json = default_output("toy_scaling", "toy_scaling.json")
+        if args.png is None:
+            args.png = args.json.with_suffix(".png")
+        for path, flag in ((args.json, "--json"), (args.png, "--png")):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the directory of {flag} {path}: {exc.strerror or exc}") from None
             check_destination(path, flag)
-        except OSError as exc:
-            raise SystemExit(f"toy_scaling: error: cannot create the directory of {flag} {path}: "
-                             f"{exc.strerror or exc}") from None
-        except UserError as exc:
-            raise SystemExit(f"toy_scaling: error: {exc}") from None
+    except UserError as exc:
+        raise SystemExit(f"toy_scaling: error: {exc}") from None
 
     s = Settings(**QUICK) if args.quick else Settings()
     if args.budget:

@@ -372,6 +372,23 @@ def test_a_figure_that_fails_to_save_leaves_the_old_png_and_no_temporary_file(tm
     assert png.read_bytes() == b"the old plot" and [p.name for p in tmp_path.iterdir()] == ["plot.png"]
 
 
+@pytest.mark.parametrize("script, args", [("toy_scaling", ["--quick"]), ("bench_demo", ["--quick"]),
+                                          ("bench_train", ["--device", "cpu"])])
+def test_an_unusable_default_output_directory_is_one_line_before_any_work(tmp_path, script, args):
+    import os
+
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the bench root would be\n")
+    env = {**os.environ, "CURRICULUM_PPO_BENCH_DIR": str(blocker)}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"{script}: error: cannot create the default output directory {blocker / script}: Not a directory; name an "
+        f"output path, or set CURRICULUM_PPO_BENCH_DIR"]
+    assert result.stdout == "" and blocker.read_text() == "a file where the bench root would be\n"
+
+
 def test_bench_dir_defaults_to_the_checkouts_git_ignored_runs_bench(monkeypatch):
     common = _load_script("bench_common")
     monkeypatch.delenv("CURRICULUM_PPO_BENCH_DIR", raising=False)
