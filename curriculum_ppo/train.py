@@ -11,8 +11,19 @@ accounted for).
 Everything a run produces goes into ``run_dir``: ``config.json``,
 ``metrics.jsonl`` (one line per update), TensorBoard events, ``checkpoints/``
 (``latest.pt`` + periodic, written atomically, also on SIGINT/SIGTERM), PNG
-plots and ``stop.json`` (why the run stopped). Under ``torchrun`` the same loop runs once per rank (see
-:mod:`curriculum_ppo.distributed`).
+plots and ``stop.json`` (why the run stopped). ``train.lock`` keeps a second
+training out of the directory while this one runs (:mod:`curriculum_ppo.run_lock`).
+Under ``torchrun`` the same loop runs once per rank (see
+:mod:`curriculum_ppo.distributed`); each rank other than 0 saves its own random
+streams and episode windows next to the checkpoint (``checkpoints/rank<r>.pt``).
+
+Resume (``resume=True``) restores the weights, the optimizer, the curriculum,
+the stall detector, the counters, each rank's learner RNGs (numpy, torch, CUDA,
+minibatch shuffle) and its episode windows, and cuts ``metrics.jsonl`` back to
+the checkpoint's update. It does not restore the envs: episodes in progress
+are dropped, every env starts anew where the curriculum says, with env seeds
+drawn from ``(seed, rank, updates)``; and the rollout collected after the
+checkpoint is collected again, by the saved policy.
 """
 
 from __future__ import annotations
@@ -45,10 +56,14 @@ from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig
 from curriculum_ppo.ppo.gae import compute_gae
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
+from curriculum_ppo.run_lock import RunLock
 from curriculum_ppo.workers import REAL_START, EnvSpec, WorkerError, make_pool
 
 CHECKPOINT_FORMAT = "curriculum_ppo.checkpoint"
 CHECKPOINT_VERSION = 1
+RANK_STATE_FORMAT = "curriculum_ppo.rank_state"
+RANK_STATE_KEYS = ("numpy_rng_json", "torch_rng", "cuda_rng", "learner_generator", "episode_stats_json")
+"""What each rank keeps for itself (``Trainer.rank_state``): its random streams and its episode windows."""
 
 
 @dataclass
@@ -131,6 +146,79 @@ class TrainConfig:
 GPU_LEARNER_THREADS = 1
 
 
+def _seed_words(seed: int, rank: int, updates: int, *more: int) -> list[int]:
+    return [seed % 2**64, rank, updates, *more]
+
+
+def env_seed(seed: int, rank: int, updates: int) -> int:
+    """Seed of a rank's first env (env ``i`` gets this ``+ i``), for a run at ``updates`` updates.
+
+    A fresh run keeps the seeds runs always had. A resumed run draws new ones from ``(seed, rank,
+    updates)``: seeded as at the start, its envs would replay the random streams (no-op starts, sticky
+    actions, the episode rules' draws) of the run's first updates on every resume.
+    """
+    if updates == 0:
+        return (seed + 1000 * rank) * 100
+    return int(np.random.SeedSequence(_seed_words(seed, rank, updates)).generate_state(1)[0] % 2**30)
+
+
+def learner_reseed(seed: int, rank: int, updates: int) -> int:
+    """Seed of a rank's learner RNGs when a resume finds no saved state for it (another world size)."""
+    return int(np.random.SeedSequence(_seed_words(seed, rank, updates, 1)).generate_state(1)[0] % 2**62)
+
+
+def rank_state_digest(state: dict) -> str:
+    """SHA-256 of the random streams in a rank state (``RANK_STATE_KEYS``), to show what a resume restored."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in RANK_STATE_KEYS:
+        value = state.get(key)
+        if key == "episode_stats_json" or value is None:
+            continue
+        digest.update(key.encode())
+        digest.update(value.encode() if isinstance(value, str) else value.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cut_metrics_rows(text: str, updates: int) -> tuple[str, int]:
+    """``metrics.jsonl`` text without the rows of updates after ``updates``; returns (text, rows dropped).
+
+    A run killed after its last checkpoint has logged updates that the resumed run logs again. A last
+    line cut mid-write is dropped too; other lines that are not rows are kept as they are.
+    """
+    lines = text.splitlines(keepends=True)
+    kept, dropped = [], 0
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                dropped += 1  # torn by the kill
+                continue
+            kept.append(line)
+            continue
+        if isinstance(row, dict) and isinstance(row.get("updates"), int) and row["updates"] > updates:
+            dropped += 1
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    return "".join(kept), dropped
+
+
+def cut_metrics_log(path: Path, updates: int) -> int:
+    """Cut ``path`` (metrics.jsonl) back to update ``updates`` in place, atomically; returns rows dropped."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {exc}") from None
+    kept, dropped = cut_metrics_rows(text, updates)
+    if kept != text:
+        write_text_atomic(path, kept)
+    return dropped
+
+
 def learner_torch_threads(requested: int | None, device_type: str) -> int | None:
     """Torch CPU threads for the learner process (None: leave torch's default, one per core).
 
@@ -200,6 +288,22 @@ class EpisodeStats:
             self.scores.append(score)
             self.successes.append(bool(episode.get("success")))
 
+    def state_dict(self) -> dict:
+        """The windows and counters, JSON-serialisable (``--stop-at-success`` decides on these windows)."""
+        return {"window": self.scores.maxlen, "count": self.count,
+                "best": None if self.best == -math.inf else self.best,
+                "from_start_success": [bool(x) for x in self.from_start_success],
+                "scores": list(self.scores), "successes": list(self.successes), "from_start": list(self.from_start)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (the window length in use is kept; longer saved windows keep their end)."""
+        self.count = int(state["count"])
+        self.best = -math.inf if state["best"] is None else float(state["best"])
+        for name in ("from_start_success", "scores", "successes", "from_start"):
+            window = getattr(self, name)
+            window.clear()
+            window.extend(state[name])
+
     def from_start_success_rate(self) -> float | None:
         """Fraction of recent episodes from the game start that tied or beat the demo's whole return."""
         return float(np.mean(self.from_start_success)) if self.from_start_success else None
@@ -235,14 +339,26 @@ class Trainer:
         self._stop_signal: str | None = None
         self.pool = None
         self.tb = None
+        self._tb_purge_step: int | None = None
+        # Rank 0 holds the run directory for the whole run (see curriculum_ppo.run_lock).
+        self.run_lock = RunLock(self.run_dir)
+        self.resumed_rng: dict | None = None  # on resume: where this rank's random streams came from
+        try:
+            self._build(resume)
+        except BaseException:
+            self.close()
+            raise
 
+    def _build(self, resume: bool) -> None:
+        config = self.config
+        self.spec, self.demo_info = self._env_spec()  # a bad demo is refused before the run dir is touched
         checkpoint = self._prepare_run_dir(resume)
-        self.spec, self.demo_info = self._env_spec()
         rank_seed = config.seed + 1000 * self.dist.rank
         torch.manual_seed(rank_seed)
         self.rng = np.random.default_rng(rank_seed)
+        seed = env_seed(config.seed, self.dist.rank, int(checkpoint["updates"]) if checkpoint is not None else 0)
 
-        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=rank_seed * 100,
+        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=seed,
                               num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs,
                               groups_by_worker=config.groups_by_worker, spin_seconds=config.spin_wait_us * 1e-6)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
@@ -296,7 +412,16 @@ class Trainer:
         return spec, info
 
     def _prepare_run_dir(self, resume: bool):
+        """Lock the run directory (rank 0), then check it fits ``resume``; returns the checkpoint to resume."""
         latest = self.run_dir / "checkpoints" / "latest.pt"
+        if self.dist.is_main:
+            if not resume:
+                try:
+                    self.run_dir.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise UserError(f"cannot create run directory {self.run_dir}: {exc.strerror}") from None
+            if self.run_dir.is_dir():
+                self.run_lock.acquire()  # before anything is read or written: one process per run dir
         if resume:
             if not latest.exists():
                 raise UserError(f"--resume: {latest} does not exist (nothing to resume)")
@@ -333,12 +458,31 @@ class Trainer:
             "updates": self.updates,
             "elapsed": self.elapsed,
             "episodes": self.stats.count,
-            "numpy_rng_json": json.dumps(self.rng.bit_generator.state),
-            "torch_rng": torch.get_rng_state(),
+            **self.rank_state(),  # rank 0's; the other ranks save theirs in checkpoints/rank<r>.pt
         }
 
+    def rank_state(self) -> dict:
+        """This rank's own state (``RANK_STATE_KEYS``): its learner RNGs (numpy, torch, CUDA, minibatch
+        shuffle) and its episode windows. Ranks differ in these; everything else is rank 0's."""
+        state = {"numpy_rng_json": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                 "learner_generator": self.learner.generator.get_state(),
+                 "episode_stats_json": json.dumps(self.stats.state_dict())}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _rank_state_path(self) -> Path:
+        return self.run_dir / "checkpoints" / f"rank{self.dist.rank}.pt"
+
     def save_checkpoint(self, periodic: bool = False) -> Path | None:
+        """Write ``checkpoints/latest.pt`` (rank 0; a copy too if ``periodic``); other ranks write their
+        :meth:`rank_state` to ``checkpoints/rank<r>.pt``. No collective: a rank may save alone on a fault."""
         if not self.dist.is_main:
+            path = self._rank_state_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save({"format": RANK_STATE_FORMAT, "rank": self.dist.rank, "world_size": self.dist.world_size,
+                            "updates": self.updates, **self.rank_state()}, tmp)
             return None
         directory = self.run_dir / "checkpoints"
         state = self.checkpoint_state()
@@ -369,9 +513,52 @@ class Trainer:
         self.stall.load_state_dict(json.loads(ckpt["stall_json"]))
         self.frames, self.updates, self.elapsed = int(ckpt["frames"]), int(ckpt["updates"]), float(ckpt["elapsed"])
         self.stats.count = int(ckpt.get("episodes", 0))
-        if self.dist.world_size == 1:
-            self.rng.bit_generator.state = json.loads(ckpt["numpy_rng_json"])
-            torch.set_rng_state(ckpt["torch_rng"])
+        self._restore_rank_state(ckpt)
+        if self.dist.is_main:
+            dropped = cut_metrics_log(self.run_dir / "metrics.jsonl", self.updates)
+            if dropped and not self.quiet:
+                print(f"resume: {dropped} metrics rows logged after the checkpoint (update {self.updates}) were "
+                      "dropped; those updates run again", flush=True)
+        self._tb_purge_step = self.frames + 1  # TensorBoard hides the events logged after the checkpoint too
+
+    def _saved_rank_state(self, ckpt: dict) -> tuple[dict | None, str]:
+        """(this rank's saved state or None, where from / why not): rank 0's is in the checkpoint, the
+        others' in ``checkpoints/rank<r>.pt`` if it was written at the checkpoint's update by as many ranks."""
+        if self.dist.rank == 0:
+            return ckpt, "checkpoints/latest.pt"
+        path = self._rank_state_path()
+        if not path.exists():
+            return None, f"no {path.name}"
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: reseed instead
+            return None, f"{path.name} unreadable ({type(exc).__name__})"
+        if not isinstance(state, dict) or state.get("format") != RANK_STATE_FORMAT:
+            return None, f"{path.name} is not a rank state"
+        if state.get("updates") != self.updates or state.get("world_size") != self.dist.world_size:
+            return None, (f"{path.name} is from update {state.get('updates')} with {state.get('world_size')} ranks, "
+                          f"the checkpoint from update {self.updates} with {self.dist.world_size}")
+        return state, f"checkpoints/{path.name}"
+
+    def _restore_rank_state(self, ckpt: dict) -> None:
+        """Restore this rank's random streams and episode windows, or reseed from (seed, rank, updates)."""
+        state, source = self._saved_rank_state(ckpt)
+        if state is None or "numpy_rng_json" not in state:
+            seed = learner_reseed(self.config.seed, self.dist.rank, self.updates)
+            self.rng = np.random.default_rng(seed)
+            torch.manual_seed(seed)
+            self.learner.generator.manual_seed(seed)
+            self.resumed_rng = {"source": "reseeded", "why": source}
+            return
+        self.rng.bit_generator.state = json.loads(state["numpy_rng_json"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if state.get("learner_generator") is not None:
+            self.learner.generator.set_state(state["learner_generator"])
+        if state.get("episode_stats_json"):
+            self.stats.load_state_dict(json.loads(state["episode_stats_json"]))
+        self.resumed_rng = {"source": source, "sha256": rank_state_digest(state)}
 
     # -- curriculum ----------------------------------------------------------------------
     def _sample_start(self, env_index: int) -> int:
@@ -531,7 +718,7 @@ class Trainer:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(self.run_dir / "tb"))
+                self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self._tb_purge_step)
             except ImportError:
                 self.tb = False
         if self.tb:
@@ -575,7 +762,16 @@ class Trainer:
         return None
 
     def train(self) -> int:
-        """Run until the frame budget is spent or a signal arrives; returns an exit code."""
+        """Run until the frame budget is spent or a signal arrives; returns an exit code.
+
+        The run directory's lock is released when this returns or raises, after the last file is written.
+        """
+        try:
+            return self._train()
+        finally:
+            self.run_lock.release()
+
+    def _train(self) -> int:
         cfg = self.config
         previous = self._install_signal_handlers()
         update_thread = None
@@ -659,7 +855,7 @@ class Trainer:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            self.close()
+            self._close_envs()
         path = self.save_checkpoint()
         if self._stop_signal is not None:
             stop = ("signal", f"stopped by {self._stop_signal}")
@@ -693,7 +889,7 @@ class Trainer:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         sched = self.scheduler.state_dict() if self.scheduler else None
         report = {"rank": self.dist.rank, "world_size": self.dist.world_size, "frames": self.frames,
-                  "updates": self.updates, "param_sha256": digest.hexdigest(),
+                  "updates": self.updates, "param_sha256": digest.hexdigest(), "resumed_rng": self.resumed_rng,
                   "curriculum": {"start_frame": self.start_frame, "moves": self.scheduler.moves if self.scheduler else 0,
                                  "sha256": hashlib.sha256(json.dumps(sched, sort_keys=True).encode()).hexdigest()}}
         directory = self.run_dir / "ranks"
@@ -765,12 +961,18 @@ class Trainer:
             write_text_atomic(self.run_dir / "success_by_start.json", json.dumps(table, indent=1) + "\n")
             plot_success_by_start(self.run_dir, table)
 
-    def close(self) -> None:
-        if self.pool is not None:
+    def _close_envs(self) -> None:
+        if self.pool is not None and not getattr(self, "_envs_closed", False):
+            self._envs_closed = True
             self.worker_peak_rss = self.pool.peak_rss_bytes()
             self.pool.close()
         if self.tb:
             self.tb.close()
+
+    def close(self) -> None:
+        """Stop the env workers and give the run directory free (``train`` does both itself)."""
+        self._close_envs()
+        self.run_lock.release()
 
 
 def build_policy(config: PolicyConfig):

@@ -44,7 +44,9 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train PPO with the backward curriculum on a demo")
     p.add_argument("--demo", help="demo file (default: the bundled Montezuma's Revenge room-1 demo)")
     p.add_argument("--game", help="game (checked against the demo; without --demo: train from the game start)")
-    p.add_argument("--run-dir", required=True, help="where config, metrics, checkpoints and plots go")
+    p.add_argument("--run-dir", required=True,
+                   help="where config, metrics, checkpoints and plots go; one training at a time (it holds "
+                        "RUN_DIR/train.lock until it ends; evaluate, inspect and plot may read it meanwhile)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from checkpoints/latest.pt")
     p.add_argument("--config", help="JSON config file (e.g. an earlier run's config.json)")
     p.add_argument("--no-curriculum", action="store_true", help="plain PPO from the game start (baseline)")

@@ -1,8 +1,14 @@
 """Two learner processes on CPU (gloo) launched by torchrun: weights and curriculum stay in lockstep."""
 
 import json
+import os
 import subprocess
 import sys
+
+import torch
+
+from curriculum_ppo.run_lock import RunLock
+from curriculum_ppo.train import load_checkpoint, rank_state_digest
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 
@@ -23,10 +29,36 @@ def test_two_ranks_with_gloo_keep_identical_weights_and_curriculum(tmp_path):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["frames"] for r in rows] == [512 * (i + 1) for i in range(4)]
     assert reports[0]["updates"] == reports[1]["updates"] == 4
-    # Only rank 0 writes checkpoints, and the run can be resumed by a single process.
-    assert (run_dir / "checkpoints" / "latest.pt").exists()
+    # Rank 0 writes the checkpoint; rank 1 its own random streams and episode windows beside it.
+    saved = {0: load_checkpoint(run_dir / "checkpoints" / "latest.pt"),
+             1: torch.load(run_dir / "checkpoints" / "rank1.pt", weights_only=True)}
+    assert saved[1]["updates"] == 4 and saved[1]["world_size"] == 2
+    assert rank_state_digest(saved[0]) != rank_state_digest(saved[1])  # the ranks' streams differ
+
+    # While another process holds the run dir, a torchrun --resume is refused by rank 0, naming the holder.
+    resume = [*cmd[:cmd.index("train") + 1], "--run-dir", str(run_dir), "--resume", "--frames", "2560",
+              "--status-every", "0"]
+    with RunLock(run_dir):
+        refused = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0
+    assert f"is in use by another training (pid {os.getpid()})" in refused.stderr
+    assert len(_rows(run_dir)) == 4 and _rows(run_dir) == rows
+
+    # Resumed by two ranks, each rank gets its own saved streams back.
+    result = subprocess.run(resume, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((run_dir / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0]["resumed_rng"] == {"source": "checkpoints/latest.pt", "sha256": rank_state_digest(saved[0])}
+    assert reports[1]["resumed_rng"] == {"source": "checkpoints/rank1.pt", "sha256": rank_state_digest(saved[1])}
+    assert [r["updates"] for r in _rows(run_dir)] == [1, 2, 3, 4, 5]
+
+    # And a single process can resume it: 1 rank, 256 frames per update.
     resumed = subprocess.run([sys.executable, "-m", "curriculum_ppo", "train", "--run-dir", str(run_dir), "--resume",
-                              "--frames", "2560", "--status-every", "0"], capture_output=True, text=True, timeout=300)
+                              "--frames", "3072", "--status-every", "0"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["frames"] == 2048 + 512 and rows[-1]["updates"] == 4 + 2  # 1 rank: 256 frames per update
+    rows = _rows(run_dir)
+    assert rows[-1]["frames"] == 2560 + 512 and [r["updates"] for r in rows] == list(range(1, 8))
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

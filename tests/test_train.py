@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.train import Trainer, TrainConfig, learner_torch_threads, load_checkpoint, success_by_start_table
+from curriculum_ppo.train import (Trainer, TrainConfig, env_seed, learner_torch_threads, load_checkpoint,
+                                  success_by_start_table)
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 # --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
@@ -98,21 +99,135 @@ def test_success_by_start_table_bins_the_demo():
     assert all(b["episodes"] == 0 and b["success_rate"] is None for b in table["bins"][1:-1])
 
 
+def _run_config(run_dir: Path) -> TrainConfig:
+    """The run's own config.json, with its envs stepped in this process (a runtime setting)."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    saved.pop("version")
+    config = TrainConfig.from_dict(saved)
+    config.num_workers, config.status_every = 0, 1e9
+    return config
+
+
+def _assert_state_equal(a, b, where=""):
+    """Nested dicts/lists of tensors and plain values, compared exactly."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_state_equal(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_state_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
 def test_resume_continues_counters_model_and_curriculum(tiny_run, tmp_path):
+    """Right after loading, everything the checkpoint holds is back exactly: weights, Adam's moments and
+    step counts, the curriculum (at a position a fresh run does not have), the stall detector, the learner's
+    RNGs and the episode windows behind --stop-at-success; the resumed run then goes on from there."""
     run_dir, _ = tiny_run
     copy = tmp_path / "resumed"
     subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
-    before = load_checkpoint(copy / "checkpoints" / "latest.pt")
+    latest = copy / "checkpoints" / "latest.pt"
+    # Give the checkpoint a state no fresh Trainer has: the curriculum moved back twice, and the
+    # episode windows hold wins from the game start.
+    trainer = Trainer(_run_config(copy), copy, resume=True, quiet=True)
+    try:
+        sched, rng = trainer.scheduler, np.random.default_rng(0)
+        initial_start = sched.start_frame
+        while sched.moves < 2:
+            for _ in range(64):
+                sched.record(sched.sample_start(rng, 0, 1), True)
+            sched.update()
+        for score in (400.0, 0.0, 400.0):
+            trainer.stats.add({"score": score, "start_frame": 0, "success": score > 0})
+        trainer.rng.random(7)  # and streams that are not where a fresh run's are
+        torch.rand(5)
+        trainer.save_checkpoint()
+    finally:
+        trainer.close()
+    saved = load_checkpoint(latest)
+    moved_start = json.loads(saved["scheduler_json"])["slot"] * sched.granularity
+    assert moved_start == sched.start_frame < initial_start
+
+    resumed = Trainer(_run_config(copy), copy, resume=True, quiet=True)
+    try:
+        _assert_state_equal(resumed.policy.state_dict(), saved["model"], "model")
+        _assert_state_equal(resumed.behaviour.state_dict(), saved["model"], "behaviour policy")
+        optimizer = resumed.learner.optimizer.state_dict()
+        _assert_state_equal(optimizer["state"], saved["learner"]["optimizer"]["state"], "optimizer")
+        moments = [v["exp_avg_sq"] for v in optimizer["state"].values()]
+        assert moments and all(m.abs().sum() > 0 for m in moments)  # 5 updates of moments, not a fresh Adam
+        ppo = resumed.config.ppo
+        assert all(float(v["step"]) == 5 * ppo.num_epochs * ppo.num_minibatches for v in optimizer["state"].values())
+        assert resumed.scheduler.state_dict() == json.loads(saved["scheduler_json"])
+        assert resumed.scheduler.start_frame == moved_start and resumed.scheduler.moves == 2
+        assert resumed.stall.state_dict() == json.loads(saved["stall_json"])
+        assert torch.equal(resumed.learner.generator.get_state(), saved["learner"]["generator"])
+        assert torch.equal(torch.get_rng_state(), saved["torch_rng"])
+        assert resumed.rng.bit_generator.state == json.loads(saved["numpy_rng_json"])
+        assert list(resumed.stats.from_start_success) == [True, False, True]
+        assert resumed.stats.state_dict() == json.loads(saved["episode_stats_json"])
+        assert (resumed.frames, resumed.updates, resumed.elapsed) == (saved["frames"], 5, saved["elapsed"])
+        assert resumed.resumed_rng["source"] == "checkpoints/latest.pt"
+        # The envs do not replay the first run's random streams: their seeds come from (seed, rank, updates).
+        seeds = [env.emulator.settings.seed for env in resumed.pool.envs]
+        assert seeds == [env_seed(resumed.config.seed, 0, 5) + i for i in range(2)]
+        assert seeds[0] != env_seed(resumed.config.seed, 0, 0) == 100 * resumed.config.seed
+    finally:
+        resumed.close()
+
     result = cli("train", "--run-dir", str(copy), "--resume", "--frames", "2560", "--status-every", "0")
     assert result.returncode == 0, result.stderr
     rows = metrics(copy)
+    assert [r["updates"] for r in rows] == list(range(1, 11))
     assert [r["frames"] for r in rows][-5:] == [1280 + 256 * (i + 1) for i in range(5)]
-    assert rows[5]["updates"] == 6
-    after = load_checkpoint(copy / "checkpoints" / "latest.pt")
-    assert after["updates"] == 10 and after["episodes"] >= before["episodes"]
-    # Training went on from the saved weights, not from a fresh network.
-    changed = [not torch.equal(before["model"][k], after["model"][k]) for k in before["model"]]
-    assert any(changed)
+    assert rows[5]["start_frame"] == moved_start  # the curriculum goes on where it was saved
+    assert rows[5]["episodes"] >= saved["episodes"]
+    after = load_checkpoint(latest)
+    assert after["updates"] == 10 and after["episodes"] >= saved["episodes"]
+    assert json.loads(after["scheduler_json"])["moves"] >= 2
+    changed = [not torch.equal(saved["model"][k], after["model"][k]) for k in saved["model"]]
+    assert any(changed)  # and it trained on
+
+
+def test_env_seeds_of_a_resumed_run_depend_on_seed_rank_and_updates():
+    fresh = {env_seed(seed, rank, 0) for seed in (1, 2) for rank in (0, 1)}
+    assert fresh == {100, 100100, 200, 100200}  # a fresh run's seeds are what they always were
+    resumed = {env_seed(seed, rank, updates) for seed in (1, 2) for rank in (0, 1) for updates in (5, 10, 15)}
+    assert len(resumed) == 12 and not resumed & fresh
+    assert all(0 <= s < 2**30 for s in resumed)  # ALE takes a 32-bit seed; env i adds i
+
+
+def test_resume_cuts_the_metrics_logged_after_the_checkpoint(tiny_run, tmp_path):
+    """A run killed after its checkpoint at update 5 had logged updates 6 and 7, and half of 8: the
+    resume drops them (they run again) and the log holds every update once, in order."""
+    run_dir, _ = tiny_run
+    copy = tmp_path / "killed"
+    subprocess.run(["cp", "-r", str(run_dir), str(copy)], check=True)
+    rows = metrics(copy)
+    stale = [dict(rows[-1], updates=u, frames=256 * u, policy_loss=123.0) for u in (6, 7)]
+    with open(copy / "metrics.jsonl", "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in stale) + json.dumps(dict(rows[-1], updates=8))[:40])
+    result = cli("train", "--run-dir", str(copy), "--resume", "--frames", "2048", "--status-every", "0")
+    assert result.returncode == 0, result.stderr
+    assert "3 metrics rows logged after the checkpoint (update 5) were dropped" in result.stdout
+    after = metrics(copy)
+    assert [r["updates"] for r in after] == list(range(1, 9))
+    assert after[:5] == rows and all(r["policy_loss"] != 123.0 for r in after)
+    assert not list(copy.glob(".metrics.jsonl.*"))  # cut through a temp file and a rename
+
+
+def test_cut_metrics_rows_keeps_what_is_not_a_later_row():
+    from curriculum_ppo.train import cut_metrics_rows
+
+    text = '{"updates": 1}\n{"updates": 2}\nnot json\n{"updates": 3}\n{"updates": 4}\n{"upd'
+    assert cut_metrics_rows(text, 2) == ('{"updates": 1}\n{"updates": 2}\nnot json\n', 3)
+    assert cut_metrics_rows('{"updates": 1}', 5) == ('{"updates": 1}\n', 0)  # the next row starts a line
+    assert cut_metrics_rows("", 5) == ("", 0)
 
 
 def test_resume_refuses_changed_settings_and_existing_run_needs_resume(tiny_run):
@@ -125,7 +240,9 @@ def test_resume_refuses_changed_settings_and_existing_run_needs_resume(tiny_run)
 
 def test_resume_without_checkpoint_and_bad_demo(tmp_path):
     result = cli("train", "--run-dir", str(tmp_path / "none"), "--resume")
-    assert result.returncode == 2 and "nothing to resume" in result.stderr.lower() or "not found" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "nothing to resume" in result.stderr.lower() or "not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
     bad = tmp_path / "bad.h5"
     bad.write_text("not a demo")
     result = cli("train", "--demo", str(bad), "--run-dir", str(tmp_path / "r"), *TINY)
@@ -196,6 +313,8 @@ def test_resume_after_kill_9(tmp_path):
                  "--status-every", "0")
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(latest)["frames"] == saved["frames"] + 512
+    # The updates the killed run logged after its checkpoint were cut; the resumed run logged them anew.
+    assert [r["updates"] for r in metrics(run_dir)] == list(range(1, saved["updates"] + 3))
 
 
 def test_a_dying_worker_is_named_and_the_checkpoint_kept(tmp_path):
