@@ -343,8 +343,8 @@ def run_contender(spec: dict, device: torch.device, num_envs: int, steps: int, r
     record = clock.finished()
     if record.rollouts != rollouts:
         raise RuntimeError(f"{spec['name']}: {record.rollouts} rollouts timed, {rollouts} expected")
-    return {"record": record.to_dict(), "peak_rss_learner_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "peak_rss_workers_bytes": worker_rss}
+    learner_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"record": record.to_dict(), "peak_rss_learner_bytes": learner_rss, "peak_rss_workers_bytes": worker_rss}
 
 
 class ContenderFailed(Exception):
@@ -552,7 +552,8 @@ def main(argv=None) -> None:
     if args.rounds > 1:
         print(f"agent steps/s: medians of {args.rounds} rounds; ratios: medians of the per-round ratios")
     rss = out["peak_rss_bytes"]["curriculum_ppo"]
-    print(f"peak RSS of the Trainer: learner {rss['learner'] / 2**20:.0f} MiB + workers {rss['workers'] / 2**20:.0f} MiB")
+    print(f"peak RSS of the Trainer: learner {rss['learner'] / 2**20:.0f} MiB + workers "
+          f"{rss['workers'] / 2**20:.0f} MiB")
     print(f"wrote {json_path}")
 
 

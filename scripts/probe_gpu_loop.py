@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--updates", type=int, default=6, help="as bench_train.py's: each run is this + 1 cycles")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--json", default=None, help="results file (default runs/bench/probe_gpu_loop/gpu_loop_probe.json)")
+    parser.add_argument("--json", default=None,
+                        help="results file (default runs/bench/probe_gpu_loop/gpu_loop_probe.json)")
     args = parser.parse_args()
     try:
         json_path = Path(args.json) if args.json else default_output("probe_gpu_loop", "gpu_loop_probe.json")

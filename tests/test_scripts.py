@@ -246,8 +246,8 @@ def test_bench_train_timing_reports_a_loop_of_known_durations_at_its_true_rate(t
     script = tmp_path / "fake_loop.py"
     script.write_text(FAKE_LOOP)
     record = tmp_path / "record.json"
-    argv = [sys.executable, str(script), str(ROOT / "scripts"), mode, *map(str, (pre, setup, rollout, update, n, steps)),
-            str(record)]
+    durations = (pre, setup, rollout, update, n, steps)
+    argv = [sys.executable, str(script), str(ROOT / "scripts"), mode, *map(str, durations), str(record)]
     m = bench_train.measure_process(argv, record)
 
     if mode == "sequential":
