@@ -50,7 +50,7 @@ from curriculum_ppo.atomic import atomic_path, write_text_atomic
 from curriculum_ppo.curriculum import CurriculumConfig, CurriculumScheduler, StallDetector, UnstickConfig
 from curriculum_ppo.distributed import DistContext
 from curriculum_ppo.envs.atari import AtariConfig
-from curriculum_ppo.episode_rules import EpisodeRulesConfig
+from curriculum_ppo.episode_rules import EpisodeRulesConfig, unreachable_message
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig
 from curriculum_ppo.ppo.gae import compute_gae
@@ -274,9 +274,13 @@ class EpisodeStats:
         self.from_start = collections.deque(maxlen=window)
         self.count = 0
         self.best = -math.inf
+        self.ends: collections.Counter = collections.Counter()
+        """Why episodes ended since the last :meth:`take_ends` (``success_extra_done``, ``horizon``, ``lagging``,
+        ``max_frames``, ``life_lost``, ``game_over``, ...): a stalled curriculum shows here first."""
 
     def add(self, episode: dict) -> None:
         self.count += 1
+        self.ends[str(episode.get("reason"))] += 1
         score = float(episode.get("score", 0.0))
         self.best = max(self.best, score)
         start = episode.get("start_frame")
@@ -303,6 +307,11 @@ class EpisodeStats:
             window = getattr(self, name)
             window.clear()
             window.extend(state[name])
+
+    def take_ends(self) -> dict:
+        """The end reasons counted since the last call (then reset), sorted by name."""
+        ends, self.ends = dict(sorted(self.ends.items())), collections.Counter()
+        return ends
 
     def from_start_success_rate(self) -> float | None:
         """Fraction of recent episodes from the game start that tied or beat the demo's whole return."""
@@ -399,15 +408,16 @@ class Trainer:
             raise UserError("give --demo FILE.h5 (or --game to train without a demo)")
         info = {"length": 0, "reward_frames": [], "total_return": None, "game": cfg.game}
         if cfg.demo is not None:
-            from curriculum_ppo.demo.store import load_demo
+            from curriculum_ppo.demo.shared import open_shared_demo
             from curriculum_ppo.emulator import resolve_game
 
-            demo = load_demo(cfg.demo)
+            demo = open_shared_demo(cfg.demo)  # validates the file once and builds the machine's shared copy
             if cfg.game is not None and resolve_game(cfg.game) != demo.game:
                 raise UserError(f"--game {cfg.game} does not match the demo, which is a {demo.game} demo")
             info = {"length": len(demo), "reward_frames": [t + 1 for t, _ in demo.reward_events()],
                     "total_return": demo.total_return, "game": demo.game,
-                    "rom_md5": demo.attrs.get("rom_md5")}
+                    "rom_md5": demo.attrs.get("rom_md5"),
+                    "unreachable": unreachable_message(demo.cumulative_return, cfg.rules)}
         spec = EnvSpec(game=info["game"], demo_path=cfg.demo, atari=asdict(cfg.atari), rules=asdict(cfg.rules))
         return spec, info
 
@@ -725,6 +735,8 @@ class Trainer:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and value is not None and key != "frames":
                     self.tb.add_scalar(key, value, row["frames"])
+            for reason, count in row.get("episode_ends", {}).items():
+                self.tb.add_scalar(f"episode_ends/{reason}", count, row["frames"])
 
     def _status(self, fps: float) -> str:
         s = self.stats.summary()
@@ -789,6 +801,8 @@ class Trainer:
                 print(f"training on {self.device} with {cfg.num_envs} envs in {self.pool.num_workers} workers"
                       f"{f' x {self.dist.world_size} ranks' if self.dist.world_size > 1 else ''}; "
                       f"run dir {self.run_dir}", flush=True)
+                if self.demo_info.get("unreachable") and self.scheduler is not None:
+                    print(f"warning: {self.demo_info['unreachable']}", flush=True)
             stop = ("frames", "frame budget used")
             while self.frames < cfg.total_frames and self._stop_signal is None:
                 reason = self._stop_reason(t0)
@@ -938,7 +952,7 @@ class Trainer:
                "lr": self.config.ppo.lr * self.stall.scale, "ent_coef": self.config.ppo.ent_coef * self.stall.scale,
                "unstick_scale": self.stall.scale, "new_episodes": num_episodes,
                "explored_steps": self.explore.take_count(), "explored_episodes": self.explored_episodes,
-               "explored_successes": self.explored_successes}
+               "explored_successes": self.explored_successes, "episode_ends": self.stats.take_ends()}
         row.update(self.stats.summary())
         row.update({k: (float(v) if v is not None else None) for k, v in stats.items()})
         self._log(row)

@@ -31,6 +31,7 @@ KNOBS = {
     "min_episodes": ("curriculum", "min_episodes"), "decision_front": ("curriculum", "decision_front"),
     "front_half_life": ("curriculum", "front_half_life"),
     "lag_allowance": ("rules", "lag_allowance"), "max_episode_frames": ("rules", "max_episode_frames"),
+    "success_rule": ("rules", "success_rule"), "success_horizon": ("rules", "success_horizon"),
     "unstick_patience": ("unstick", "patience_frames"), "unstick_decay": ("unstick", "decay"),
     "explore_epsilon": ("explore", "epsilon"), "explore_steps": ("explore", "steps"),
     "explore_fraction": ("explore", "fraction"),
@@ -102,7 +103,14 @@ def add_train_parser(sub) -> None:
                    help="memory of the move-back decision: a front episode's weight halves after this many "
                         "newer front episodes (default 64; 0 = weigh all episodes since the last move equally)")
     g.add_argument("--lag-allowance", type=int, help="frames the agent may lag the demo's score (default 60)")
-    g.add_argument("--max-episode-frames", type=int)
+    g.add_argument("--max-episode-frames", type=int,
+                   help="time limit of one demo-start episode in emulator frames (default 18000)")
+    g.add_argument("--success-rule", choices=["horizon", "demo_end"],
+                   help="horizon (default): tie the demo's score at its first reward event at or after "
+                        "start + --success-horizon; demo_end: tie the demo's whole remaining return (the "
+                        "original rule; an episode's cost grows with what is left of the demo)")
+    g.add_argument("--success-horizon", type=int, metavar="FRAMES",
+                   help="frames past the start after which the horizon rule's target reward may lie (default 2000)")
     g.add_argument("--unstick-patience", type=int, help="frames without progress before lr/entropy decay")
     g.add_argument("--unstick-decay", type=float)
     g.add_argument("--explore-epsilon", type=float, metavar="EPS",

@@ -50,11 +50,12 @@ class EnvSpec:
             from curriculum_ppo.envs.toy import make_toy_env
 
             return make_toy_env(seed=seed, **self.toy)
-        from curriculum_ppo.demo.store import load_demo
+        from curriculum_ppo.demo.shared import open_shared_demo
         from curriculum_ppo.envs.atari import AtariConfig, AtariEnv
         from curriculum_ppo.episode_rules import EpisodeRulesConfig
 
-        demo = load_demo(self.demo_path) if self.demo_path else None
+        # One read-only, memory-mapped copy of the demo per machine, whatever the number of envs.
+        demo = open_shared_demo(self.demo_path) if self.demo_path else None
         return AtariEnv(game=self.game, demo=demo, config=AtariConfig(**self.atari),
                         rules=EpisodeRulesConfig(**self.rules), seed=seed)
 

@@ -64,3 +64,17 @@ def test_cut_refuses_to_overwrite_its_input(tmp_path, bundled_demo_path, capsys)
     assert main(["cut", str(copy), "--end", "10", "--out", str(copy)]) == 2
     assert "is the demo being cut" in capsys.readouterr().err
     assert copy.read_bytes() == bundled_demo_path.read_bytes()
+
+
+def test_a_cut_remembers_how_frame_0_came_about(tmp_path, bundled_demo_path):
+    from curriculum_ppo.demo.store import save_demo
+
+    imported = load_demo(bundled_demo_path)
+    save_demo(imported, tmp_path / "imported.h5", source="imported", detail={"importer": "test"})
+    for parent, expected in ((bundled_demo_path, True), (tmp_path / "imported.h5", False)):
+        first = tmp_path / f"cut_{expected}.h5"
+        second = tmp_path / f"cut_of_cut_{expected}.h5"
+        assert main(["cut", str(parent), "--end", "100", "--out", str(first)]) == 0
+        assert main(["cut", str(first), "--end", "50", "--out", str(second)]) == 0
+        for path in (parent, first, second):
+            assert load_demo(path).starts_at_game_reset() is expected, path

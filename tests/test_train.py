@@ -58,11 +58,25 @@ def test_train_writes_config_metrics_tensorboard_checkpoint_and_plots(tiny_run):
         assert (run_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "frames" in result.stdout and "start 571/635" in result.stdout  # the status line
     assert len(rows[-1]["window_bin_success_rates"]) == 4  # front to back of the window
+    # why episodes ended, per update: every finished episode is counted once, under its reason
+    ends = [r["episode_ends"] for r in rows]
+    assert sum(sum(e.values()) for e in ends) == rows[-1]["episodes"] > 0
+    assert set().union(*ends) <= {"success_extra_done", "horizon", "lagging", "max_frames", "life_lost", "game_over"}
+    assert "warning:" not in result.stdout  # every start of the bundled demo can succeed within the episode cap
     text = (run_dir / "metrics.jsonl").read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON: rates without episodes are null
     # train's own account of why it stopped, for scripts that resume runs (bench_learning.py)
     assert json.loads((run_dir / "stop.json").read_text()) == {"frames": 1280, "kind": "frames",
                                                                  "reason": "frame budget used"}
+
+
+def test_a_cap_that_blocks_the_curriculum_is_named_in_one_line(tmp_path):
+    result = cli("train", "--demo", DEMO, "--run-dir", str(tmp_path / "r"), "--frames", "256", *TINY,
+                 "--success-rule", "demo_end", "--max-episode-frames", "200")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stdout
+    assert "frames 0..434" in warnings[0] and "--max-episode-frames" in warnings[0]  # 634 + 1 - 200 = 435
 
 
 def test_minutes_budget_stops_the_run_and_says_so(tmp_path):

@@ -67,7 +67,7 @@ def cut_file(path: str | os.PathLike, end: int, out: str | os.PathLike) -> Demo:
         "parent": path.name,
         "parent_sha256": _sha256(path),
         "parent_frames": len(parent),
-        "parent_source": parent.attrs.get("source"),
+        "parent_source": parent.origin(),  # a cut of a cut names the first demo's source: how frame 0 came about
         "range": [0, int(end)],
     }
     try:

@@ -70,6 +70,22 @@ class Demo:
         idx = np.flatnonzero(self.rewards)
         return [(int(t), float(self.rewards[t])) for t in idx]
 
+    def origin(self) -> str | None:
+        """How frame 0 came about: the ``source`` attribute, or for a cut, the source of the demo it was cut from."""
+        source = self.attrs.get("source")
+        if source == "cut":
+            try:
+                return json.loads(self.attrs.get("source_detail") or "{}").get("parent_source")
+            except (json.JSONDecodeError, AttributeError):
+                return None
+        return source
+
+    def starts_at_game_reset(self) -> bool:
+        """Frame 0 is the game's reset (a recorded or scripted demo, or a cut of one), so resetting an emulator
+        draws its screen; ALE does not redraw the screen on restoreState. An imported demo's frame 0 may lie
+        after alignment NOOPs, so only its restored state is right there."""
+        return self.origin() in ("recorded", "scripted")
+
     def life_losses(self) -> list[int]:
         """Frames t at which lives dropped (lives[t] < lives[t-1])."""
         return [int(t) for t in np.flatnonzero(np.diff(self.lives.astype(np.int16)) < 0) + 1]

@@ -174,7 +174,7 @@ class AtariEnv(gym.Env):
             # Frame 0: restoreState does not redraw the screen (ALE #417). A recorded or scripted
             # demo's frame 0 is the game reset, so reset to draw it; an imported demo's frame 0 may
             # lie after alignment NOOPs, so its restored state is kept as it is.
-            if self.demo.attrs.get("source") != "imported":
+            if self.demo.starts_at_game_reset():
                 self.emulator.reset()
             self._grab(1)
             self._screens[0][...] = self._screens[1]
