@@ -56,16 +56,13 @@ def _demo_info(demo: str | None) -> dict:
     """Game and length of the demo file, from its HDF5 attributes (cheap), or {} if unreadable."""
     if not demo or not Path(demo).is_file():
         return {}
-    try:
-        import h5py
+    from curriculum_ppo.demo.reader import read_demo_file
 
-        with h5py.File(demo, "r") as f:
-            game = f.attrs.get("game")
-            length = int(f["actions"].shape[0]) if "actions" in f else None
-        return {"game": game.decode() if isinstance(game, bytes) else (str(game) if game is not None else None),
-                "length": length}
-    except Exception:  # noqa: BLE001 - a broken demo must not break inspect
+    try:  # the guarded reader: a damaged demo (even one that crashes libhdf5) must not break inspect
+        contents = read_demo_file(demo, arrays=())
+    except UserError:
         return {}
+    return {"game": contents.attrs.get("game"), "length": contents.shapes.get("actions", (None,))[0]}
 
 
 def _age(seconds: float) -> str:

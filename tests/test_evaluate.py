@@ -314,6 +314,22 @@ def test_inspect_run_dir(capsys, run_dir, tmp_path):
     fails(capsys, "inspect", empty, match="is not a training run directory")
 
 
+def test_inspect_run_dir_whose_demo_is_damaged(capsys, run_dir, tmp_path):
+    """The run's demo is read by the guarded reader: a damaged one leaves the rest of the report."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    demo = tmp_path / "damaged.h5"
+    demo.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 40)
+    config = json.loads((run / "config.json").read_text())
+    config["demo"] = str(demo)
+    (run / "config.json").write_text(json.dumps(config))
+    rc, out, err = cli(capsys, "inspect", run)
+    assert rc == 0, err
+    assert "frames 2,048 / 2,048 (100%)" in out and "damaged.h5" in out
+
+
 def test_inspect_since_shows_only_the_episodes_between_two_checkpoints(capsys, run_dir, tmp_path):
     """``inspect RUN --since CKPT``: per-start success over the episodes after CKPT, from the
     all-time counts of two real checkpoints (the older one is the latest with fewer episodes)."""
