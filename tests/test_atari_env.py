@@ -94,18 +94,48 @@ def test_rgb_observation_mode_and_warmup_steps(demo):
     assert "replayed" not in info and not info.get("warmup")
 
 
-def test_cached_demo_start_is_identical_to_a_fresh_one(demo):
-    """The second reset at a frame comes from the start cache; it must be indistinguishable."""
-    cached = AtariEnv(demo=demo)
-    fresh = AtariEnv(demo=demo, config=AtariConfig(start_cache_size=0))
-    for t in (120, 333, 120, 333):
-        a, _ = cached.reset(options={"start_frame": t})
-        b, _ = fresh.reset(options={"start_frame": t})
+@pytest.mark.parametrize("settings", [{}, {"frameskip": 1}, {"obs_mode": "rgb105x80", "warmup_steps": 3}],
+                         ids=["default", "frameskip1", "rgb_warmup"])
+def test_cached_demo_start_is_identical_to_a_fresh_one(demo, settings):
+    """A repeated start comes from the start cache; observation, emulator state (RNG included) and every
+    later step must be exactly those of a start replayed from the demo."""
+    cached = AtariEnv(demo=demo, config=AtariConfig(**settings))
+    fresh = AtariEnv(demo=demo, config=AtariConfig(start_cache_size=0, **settings))
+    for t in (120, 333, 2, 120, 333, 2):
+        a, info_a = cached.reset(options={"start_frame": t})
+        b, info_b = fresh.reset(options={"start_frame": t})
         np.testing.assert_array_equal(a, b)
-        for action in (3, 3, 1, 5, 0, 4):
-            sa, ra, *_ = cached.step(action)
-            sb, rb, *_ = fresh.step(action)
+        assert info_a == info_b
+        assert cached.emulator.save_state() == fresh.emulator.save_state()
+        for action in (3, 3, 1, 5, 0, 4, 11, 2):
+            sa, ra, ta, ua, ia = cached.step(action)
+            sb, rb, tb, ub, ib = fresh.step(action)
             np.testing.assert_array_equal(sa, sb)
-            assert ra == rb
-        assert np.array_equal(cached.emulator.ram(), fresh.emulator.ram())
-    assert len(cached._start_cache) == 2 and not fresh._start_cache
+            assert (ra, ta, ua) == (rb, tb, ub) and ia == ib
+        assert cached.emulator.save_state() == fresh.emulator.save_state()
+    assert len(cached._start_cache) == 3 and not fresh._start_cache
+
+
+def test_start_cache_keeps_the_most_recently_used_starts_up_to_its_bound(demo):
+    """The cache is an LRU of ``start_cache_size`` starts, so an env's memory does not grow with the demo:
+    many different starts leave at most that many entries, the ones used last."""
+    env = AtariEnv(demo=demo, config=AtariConfig(start_cache_size=4))
+    for t in (10, 20, 30, 40):
+        env.reset(options={"start_frame": t})
+    env.reset(options={"start_frame": 10})  # used again: now the most recent
+    env.reset(options={"start_frame": 50})  # a fifth start drops the least recently used, 20
+    assert list(env._start_cache) == [30, 40, 10, 50]
+    starts = list(range(100, 400, 7))
+    for t in starts:
+        env.reset(options={"start_frame": t})
+    assert list(env._start_cache) == starts[-4:]
+    state, stack = env._start_cache[starts[-1]]
+    assert stack.shape == env.observation_space.shape  # a state and a stack: no screens kept
+    restored, _ = env.reset(options={"start_frame": starts[-2]})
+    np.testing.assert_array_equal(restored, env._start_cache[starts[-2]][1])
+
+
+def test_default_start_cache_holds_a_default_curriculum_window_twice_for_one_env():
+    from curriculum_ppo.curriculum import CurriculumConfig
+
+    assert AtariConfig().start_cache_size >= 2 * CurriculumConfig().window

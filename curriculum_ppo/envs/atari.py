@@ -57,9 +57,15 @@ class AtariConfig:
     """Start real-game episodes with 1..noop_max random no-ops (evaluation protocol)."""
     warmup_steps: int = 0
     """Agent steps replaying the demo before a demo start (for recurrent policies)."""
-    start_cache_size: int = 1024
-    """Demo starts remembered per env (emulator state + frame stack, ~45 KB each): a repeated
-    start frame is then one restoreState instead of a restore plus up to ~25 replayed frames."""
+    start_cache_size: int = 128
+    """Demo starts remembered per env, least recently used dropped first (emulator state + frame
+    stack each). A repeated start is then one restoreState instead of a demo restore plus
+    ``frame_stack * frameskip`` replayed frames, with the same observation and emulator state.
+    The bound keeps an env's memory independent of the demo's length: the curriculum's starts
+    repeat inside its window (and each env draws from its own share of it), while rehearsal
+    starts behind the window rarely repeat on a long demo. The default holds a default-width
+    window twice over even for a single env; raise it for a much wider window with few envs,
+    0 turns the cache off."""
 
     def __post_init__(self) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -97,7 +103,7 @@ class AtariEnv(gym.Env):
         self._stack = np.zeros(self.config.obs_shape, np.uint8)
         self._demo_cum = demo.cumulative_return if demo is not None else None
         self._rng = np.random.default_rng(seed)
-        self._start_cache: OrderedDict[int, tuple[bytes, np.ndarray, np.ndarray]] = OrderedDict()
+        self._start_cache: OrderedDict[int, tuple[bytes, np.ndarray]] = OrderedDict()
         self._tracker: DemoEpisodeTracker | None = None
         self._start_frame: int | None = None
         self._demo_frame = 0  # demo frame the emulator is at during warm-up
@@ -143,16 +149,15 @@ class AtariEnv(gym.Env):
         cached = self._start_cache.get(t)
         if cached is not None:
             self._start_cache.move_to_end(t)
-            state, stack, screen = cached
+            state, stack = cached
             self.emulator.restore_state(state)
             self._stack[...] = stack
-            self._screens[0][...] = screen
-            self._screens[1][...] = screen
+            # No screens are kept: the next step grabs both before reading them.
             return
         self._fill_stack_by_replay(t)
         if self.config.start_cache_size > 0:
-            self._start_cache[t] = (self.emulator.save_state(), self._stack.copy(), self._screens[1].copy())
-            if len(self._start_cache) > self.config.start_cache_size:
+            self._start_cache[t] = (self.emulator.save_state(), self._stack.copy())
+            while len(self._start_cache) > self.config.start_cache_size:
                 self._start_cache.popitem(last=False)
 
     def _fill_stack_by_replay(self, t: int) -> None:
