@@ -220,3 +220,160 @@ def test_training_stops_once_the_game_start_beats_the_demo(tmp_path):
     per_update = stopped.frames // stopped.updates
     full = run(None, "full", stopped.frames + 3 * per_update)
     assert full.frames == stopped.frames + 3 * per_update
+
+
+# -- a lock with several rewards (reward_every) and the two success rules ----------------------------
+def _until_end(env: ToyLockEnv, actions):
+    """Play ``actions`` until the episode ends; every step's (reward, terminated, truncated, info)."""
+    steps = []
+    for a in actions:
+        _, reward, terminated, truncated, info = env.step(int(a))
+        steps.append((reward, terminated, truncated, info))
+        if terminated or truncated:
+            break
+    return steps
+
+
+def test_intermediate_rewards_are_the_demos_and_do_not_end_the_episode():
+    """reward_every=K pays on reaching K, 2K, ... and N; the env pays, from any start, exactly the demo's rewards
+    of the actions it replays (the demo's reward of action t arrives at frame t + 1), and only the lock's
+    opening ends the episode."""
+    n, k, a = 20, 6, 3
+    demo = toy_demo(n, a, lock_seed=2, reward_every=k)
+    assert np.flatnonzero(demo["rewards"]).tolist() == [5, 11, 17, 19]  # actions t whose reward arrives at t + 1
+    assert toy_demo_info(length=n, num_actions=a, lock_seed=2, reward_every=k) == {
+        "length": n, "reward_frames": [6, 12, 18, 20], "total_return": 4.0, "game": "toy"}
+    for start in (None, 0, 5, 6, 13, 19):
+        env = make_toy_env(seed=0, length=n, num_actions=a, lock_seed=2, reward_every=k,
+                           rules={"success_rule": "demo_end"})
+        env.reset(options={"start_frame": start})
+        t0 = start or 0
+        steps = _until_end(env, demo["actions"][t0:])
+        assert [r for r, *_ in steps] == demo["rewards"][t0:].tolist()
+        assert [te for _, te, _, _ in steps] == [False] * (n - t0 - 1) + [True]
+        assert not any(tr for _, _, tr, _ in steps)
+        assert steps[-1][3]["episode"] == {"score": float(demo["cumulative_return"][n] - demo["cumulative_return"][t0]),
+                                           "frames": n - t0, "start_frame": start, "success": True, "reason": "opened"}
+    # A wrong action at a reward position (reached, paid, now to be left) pays nothing.
+    env = make_toy_env(seed=0, length=n, num_actions=a, lock_seed=2, reward_every=k)
+    env.reset(options={"start_frame": 6})
+    reward, terminated, truncated, info = _until_end(env, [(int(env.code[6]) + 1) % a])[-1]
+    assert reward == 0.0 and terminated and not truncated and info["episode"]["reason"] == "wrong_action"
+
+
+def test_reward_every_off_large_or_bad():
+    """Off (None) and K >= N are the original lock; a K that is not a whole number >= 1 is refused."""
+    original = toy_demo(9, 2, lock_seed=4)
+    for k in (None, 9, 50):
+        d = toy_demo(9, 2, lock_seed=4, reward_every=k)
+        assert np.array_equal(d["rewards"], original["rewards"]) and d["rewards"].sum() == 1.0
+        assert toy_demo_info(length=9, num_actions=2, reward_every=k)["reward_frames"] == [9]
+    assert toy_demo_info(length=9, num_actions=2, reward_every=1)["reward_frames"] == list(range(1, 10))
+    assert toy_demo_info(length=9, num_actions=2, reward_every=3)["reward_frames"] == [3, 6, 9]
+    assert toy_demo_info(length=9, num_actions=2, reward_every=3, demo=False)["reward_frames"] == []
+    for bad in (0, -2, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="reward_every"):
+            make_toy_env(length=9, num_actions=2, reward_every=bad)
+
+
+def _first_reward_position_at_or_after(frame: int, n: int, k: int) -> int:
+    """The lock's first reward position p whose paying action p - 1 is at or after ``frame`` (else N)."""
+    p = next((p for p in list(range(k, n, k)) + [n] if p - 1 >= frame), n)
+    return p
+
+
+@pytest.mark.parametrize("start", [0, 3, 5, 6, 10, 21, 22, 29, 30, 39])
+def test_horizon_rule_succeeds_at_the_first_reward_at_or_after_start_plus_h_then_truncates(start):
+    """Horizon H=10, rewards every 8 on a 40-lock: from ``start`` the episode succeeds on reaching the first
+    reward position p with p - 1 >= start + H (no earlier, though rewards come before), plays one extra frame
+    (extra_frames_scale 0) and is cut as a truncation ("horizon"), not a termination; where that reward is the
+    lock's opening, opening terminates it, as before."""
+    n, k, h = 40, 8, 10
+    rules = {"success_rule": "horizon", "success_horizon": h, "extra_frames_scale": 0.0}
+    env = make_toy_env(seed=0, length=n, num_actions=2, lock_seed=3, reward_every=k, rules=rules)
+    env.reset(options={"start_frame": start})
+    steps = _until_end(env, env.code[start:])
+    target = _first_reward_position_at_or_after(start + h, n, k)
+    info = steps[-1][3]["episode"]
+    demo_cum = toy_demo(n, 2, 3, k)["cumulative_return"]
+    if target < n:
+        assert len(steps) == target - start + 1 and env.position == target + 1
+        _, terminated, truncated, _ = steps[-1]
+        assert truncated and not terminated
+        assert info == {"score": float(demo_cum[target + 1] - demo_cum[start]), "frames": target - start + 1,
+                        "start_frame": start, "success": True, "reason": "horizon"}
+        assert sum(r for r, *_ in steps[:-1]) >= 1  # it passed the target reward itself
+    else:
+        assert len(steps) == n - start and steps[-1][1] and not steps[-1][2]
+        assert info["reason"] == "opened" and info["success"] is True
+    # One action short of the target (a wrong action there): no success, whatever rewards came before.
+    env.reset(options={"start_frame": start})
+    short = list(env.code[start:target - 1]) + [1 - int(env.code[target - 1])]
+    steps = _until_end(env, short)
+    assert steps[-1][1] and steps[-1][3]["episode"]["success"] is False
+    assert steps[-1][3]["episode"]["reason"] == "wrong_action"
+
+
+def test_demo_end_rule_needs_the_lock_opened_where_horizon_is_satisfied_much_earlier():
+    """The same 40-lock, start 3: the horizon rule succeeds at position 16 (the first reward at or after
+    3 + 10) and cuts the episode; under "demo_end" passing rewards 8..32 is not enough, only opening is."""
+    n, k = 40, 8
+    base = {"success_horizon": 10, "extra_frames_scale": 0.0}
+    errs_at_33 = None
+    for rule in ("horizon", "demo_end"):
+        env = make_toy_env(seed=0, length=n, num_actions=2, lock_seed=3, reward_every=k,
+                           rules={**base, "success_rule": rule})
+        errs_at_33 = list(env.code[3:33]) + [1 - int(env.code[33])]
+        env.reset(options={"start_frame": 3})
+        steps = _until_end(env, errs_at_33)
+        episode = steps[-1][3]["episode"]
+        if rule == "horizon":
+            assert episode == {"score": 2.0, "frames": 14, "start_frame": 3, "success": True, "reason": "horizon"}
+        else:
+            assert len(steps) == 31 and sum(r for r, *_ in steps) == 4.0  # rewards at 8, 16, 24, 32 collected
+            assert episode["success"] is False and episode["reason"] == "wrong_action"
+            env.reset(options={"start_frame": 3})
+            steps = _until_end(env, env.code[3:])
+            assert steps[-1][3]["episode"]["success"] is True and steps[-1][3]["episode"]["reason"] == "opened"
+            assert not any(tr for _, _, tr, _ in steps)
+
+
+def test_rules_reach_the_pool_and_the_unreachable_warning():
+    """toy={"reward_every", "rules"} reaches the envs of a pool (EnvSpec -> make_toy_env) unchanged, and
+    toy_demo_info names the starts an episode cap makes hopeless, as the trainer expects of a demo."""
+    toy = {"length": 12, "num_actions": 2, "lock_seed": 0, "reward_every": 4,
+           "rules": {"success_rule": "horizon", "success_horizon": 3, "extra_frames_scale": 0.0}}
+    pool = InProcessEnvPool(EnvSpec(kind="toy", toy=toy), num_envs=1, seed=0)
+    code = pool.envs[0].code
+    pool.next_start[:] = [1]
+    pool.reset()
+    episodes = []
+    for p in range(1, 12):
+        episodes = pool.step(np.array([code[p]]))
+        if episodes:
+            break
+    # start 1, first reward event at or after frame 4 is action 7 (position 8): success there, one extra, cut
+    assert episodes == [{**episodes[0], "env": 0, "score": 2.0, "frames": 8, "start_frame": 1, "success": True,
+                         "reason": "horizon"}]
+    assert "unreachable" not in toy_demo_info(**toy)
+    # a cap of 8 frames: opening the lock from starts 0..3 takes 9..12; the horizon rule needs at most 7 (from
+    # 1 to position 8, from 5 to 12), so a cap of 6 leaves exactly those two starts hopeless
+    capped = {**toy, "rules": {"success_rule": "demo_end", "max_episode_frames": 8}}
+    message = toy_demo_info(**capped)["unreachable"]
+    assert message.startswith("demo starts at frames 0..3 (4 frames) can never succeed") and "\n" not in message
+    assert "unreachable" not in toy_demo_info(**{**capped, "rules": {**toy["rules"], "max_episode_frames": 8}})
+    assert "frames 1..5 (2 frames)" in toy_demo_info(**{**capped, "rules": {**toy["rules"], "max_episode_frames": 6}})[
+        "unreachable"]
+
+
+def test_states_of_locks_with_other_rewards_are_refused():
+    env = make_toy_env(length=8, num_actions=2, lock_seed=1, reward_every=2)
+    env.reset(options={"start_frame": 1})
+    env.step(int(env.code[1]))
+    saved = env.save_state()
+    same = make_toy_env(length=8, num_actions=2, lock_seed=1, reward_every=2)
+    same.restore_state(saved)
+    assert same.position == 2 and [r for r, *_ in _until_end(same, same.code[2:])] == [0, 1, 0, 1, 0, 1]
+    for other in (None, 4):
+        with pytest.raises(ValueError, match="reward_every"):
+            make_toy_env(length=8, num_actions=2, lock_seed=1, reward_every=other).restore_state(saved)

@@ -8,25 +8,42 @@ uniformly random policy opens the lock with probability ``A ** -N``: without a
 demonstration RL has to find that one sequence by chance (Salimans & Chen 2018,
 section 2).
 
+Intermediate rewards (``reward_every=K``, off by default): reaching positions
+K, 2K, ... also pays 1, without ending the episode (only opening the lock or a
+wrong action ends it). The lock then looks like a game with several rewards
+along the way, the case where the ``"horizon"`` success rule
+(:mod:`curriculum_ppo.episode_rules`) differs from the original ``"demo_end"``
+rule: an episode from position t only has to reach the demo's score at its
+first reward event at or after ``t + success_horizon``, not open the lock.
+With rewards only at N (the default) the two rules give the same verdicts.
+
 How the toy plugs into the same curriculum code as Atari
 --------------------------------------------------------
 The *demo* is the correct sequence ``code`` (:func:`toy_demo`): demo frame ``t``
-is "the lock at position t", ``len(demo) == N``, and the demo's only reward is
-at its last frame (``reward_frames == [N]``, the Atari convention ``t + 1``).
+is "the lock at position t", ``len(demo) == N``, and the demo's action ``t``
+(from position t to t + 1) earns the reward paid on reaching position t + 1, so
+its reward frames are the reward positions (``reward_frames == [N]`` by default,
+``[K, 2K, ..., N]`` with ``reward_every=K``: the Atari convention ``t + 1``).
 
 * ``TrainConfig(env_kind="toy", toy={"length": N, "num_actions": A, ...})`` makes
   :meth:`curriculum_ppo.train.Trainer._env_spec` call :func:`toy_demo_info` (the
   demo's length and reward frames, what it reads from an HDF5 demo for Atari)
   and :class:`curriculum_ppo.workers.EnvSpec` call :func:`make_toy_env` in place
-  of ``AtariEnv``. Everything else -- the :class:`~curriculum_ppo.curriculum.CurriculumScheduler`,
+  of ``AtariEnv``; every key of ``toy`` (``reward_every``, ``rules``, ...) reaches
+  both. Everything else -- the :class:`~curriculum_ppo.curriculum.CurriculumScheduler`,
   the rollout loop, autoreset at ``next_start``, PPO -- is the Atari code path.
 * ``reset(options={"start_frame": t})`` puts the lock at position t (the demo
   state t), ``None`` is the real start (position 0), as ``AtariEnv.reset``.
 * Episodes started from a demo state are judged by the same
-  :class:`~curriculum_ppo.episode_rules.DemoEpisodeTracker` as Atari's: success
-  = tie the demo's return-to-go (here: open the lock). Since opening the lock
-  terminates the episode, the "extra frames after success" rule never applies,
-  and lagging/max-frames only apply if ``rules`` sets them below N.
+  :class:`~curriculum_ppo.episode_rules.DemoEpisodeTracker` as Atari's, with the
+  rules of ``toy={"rules": {...}}`` (an :class:`~curriculum_ppo.episode_rules.EpisodeRulesConfig`
+  as a dict). Where success means opening the lock (rewards only at N, or the
+  ``"demo_end"`` rule), the episode terminates at success, so the "extra frames
+  after success" rule never applies. Where success comes at an intermediate
+  reward, the agent plays the extra frames and the episode is then cut as a
+  truncation (reason ``"horizon"``), unless it opens the lock or errs first.
+  Lagging/max-frames only apply if ``rules`` sets them below N (the agent moves
+  one position per step, exactly as fast as the demo, or the episode ends).
 * ``toy={"demo": False, ...}`` reports no demo (``length`` 0), exactly like an
   Atari run with ``--game`` and no ``--demo``: the trainer then builds no
   scheduler and every episode starts at the real start (plain PPO).
@@ -44,7 +61,8 @@ import json
 import gymnasium as gym
 import numpy as np
 
-from curriculum_ppo.episode_rules import DemoEpisodeTracker, EpisodeRulesConfig, demo_cumulative_return
+from curriculum_ppo.episode_rules import (DemoEpisodeTracker, EpisodeRulesConfig, demo_cumulative_return,
+                                         unreachable_message)
 
 REASON_OPENED = "opened"
 REASON_WRONG_ACTION = "wrong_action"
@@ -65,24 +83,54 @@ def _check(length: int, num_actions: int) -> None:
         raise ValueError(f"toy lock needs >= 2 actions, got {num_actions}")
 
 
-def toy_demo(length: int, num_actions: int, lock_seed: int = 0) -> dict:
-    """The demonstration as plain arrays: ``actions`` [N], ``rewards`` [N] (1 at the last step)."""
+def reward_positions(length: int, reward_every: int | None = None) -> np.ndarray:
+    """The positions whose reaching pays 1, ascending, int64: ``[N]``, or ``K, 2K, ... and N`` for ``reward_every=K``.
+
+    ``None`` (the default) is the original lock, which pays only on opening. A ``K >= N`` pays only at N too.
+    """
+    if int(length) < 1:
+        raise ValueError(f"toy lock length must be >= 1, got {length}")
+    if reward_every is None:
+        return np.array([int(length)], np.int64)
+    if isinstance(reward_every, bool) or not isinstance(reward_every, (int, np.integer)) or reward_every < 1:
+        raise ValueError(f"toy reward_every must be a whole number of positions >= 1 (or None: reward only "
+                         f"at the end), got {reward_every!r}")
+    every = np.arange(int(reward_every), int(length), int(reward_every), dtype=np.int64)
+    return np.append(every, np.int64(length))
+
+
+def toy_demo(length: int, num_actions: int, lock_seed: int = 0, reward_every: int | None = None) -> dict:
+    """The demonstration as plain arrays: ``actions`` [N], ``rewards`` [N] and ``cumulative_return`` [N + 1].
+
+    ``rewards[t]`` is what the demo's action ``t`` earned: 1 where it reached a reward position
+    (:func:`reward_positions`), i.e. ``rewards[p - 1] = 1``; by default only the last step.
+    """
     actions = lock_code(length, num_actions, lock_seed)
     rewards = np.zeros(length, np.float32)
-    rewards[-1] = 1.0
+    rewards[reward_positions(length, reward_every) - 1] = 1.0
     return {"actions": actions, "rewards": rewards, "cumulative_return": demo_cumulative_return(rewards)}
 
 
 def toy_demo_info(length: int, num_actions: int, lock_seed: int = 0, demo: bool = True,
-                  rules: dict | None = None) -> dict:
+                  rules: dict | None = None, reward_every: int | None = None) -> dict:
     """What :class:`~curriculum_ppo.train.Trainer` needs to know about the demo (see module doc).
 
+    ``reward_frames`` are the frames right after each of the demo's rewards (the reward positions) and
+    ``total_return`` their count. ``unreachable`` (the trainer's one-line warning) is present only when
+    ``rules`` make some start unable ever to succeed (see :func:`~curriculum_ppo.episode_rules.unreachable_message`).
     ``demo=False``: no demo (length 0), so the trainer runs plain PPO from the real start.
     """
     _check(length, num_actions)
+    positions = reward_positions(length, reward_every)
     if not demo:
         return {"length": 0, "reward_frames": [], "total_return": None, "game": "toy"}
-    return {"length": int(length), "reward_frames": [int(length)], "total_return": 1.0, "game": "toy"}
+    info = {"length": int(length), "reward_frames": [int(p) for p in positions],
+            "total_return": float(len(positions)), "game": "toy"}
+    cum = toy_demo(length, num_actions, lock_seed, reward_every)["cumulative_return"]
+    message = unreachable_message(cum, EpisodeRulesConfig(**rules) if rules else None)
+    if message is not None:
+        info["unreachable"] = message
+    return info
 
 
 class ToyLockEnv(gym.Env):
@@ -91,12 +139,16 @@ class ToyLockEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, length: int, num_actions: int, lock_seed: int = 0, rules: EpisodeRulesConfig | None = None,
-                 seed: int = 0):
+                 seed: int = 0, reward_every: int | None = None):
         _check(length, num_actions)
         self.length, self.num_actions = int(length), int(num_actions)
         self.code = lock_code(self.length, self.num_actions, lock_seed)
-        demo = toy_demo(self.length, self.num_actions, lock_seed)
+        demo = toy_demo(self.length, self.num_actions, lock_seed, reward_every)  # also checks reward_every
+        self.reward_every = None if reward_every is None else int(reward_every)
         self._demo_cum = demo["cumulative_return"]
+        self._pays = np.zeros(self.length + 1, bool)
+        """``_pays[p]``: reaching position p pays 1 (the demo's reward of its action p - 1)."""
+        self._pays[reward_positions(self.length, reward_every)] = True
         self.rules = rules or EpisodeRulesConfig()
         self.action_space = gym.spaces.Discrete(self.num_actions)
         self.observation_space = gym.spaces.Box(0.0, 1.0, OBS_LEAD + (self.length + 1,), np.float32)
@@ -145,7 +197,7 @@ class ToyLockEnv(gym.Env):
         if not wrong:
             self._position += 1
         opened = self._position == self.length
-        reward = 1.0 if opened else 0.0
+        reward = 1.0 if not wrong and self._pays[self._position] else 0.0
         self._score += reward
         terminated = wrong or opened
         truncated, reason, success = False, None, opened
@@ -169,13 +221,16 @@ class ToyLockEnv(gym.Env):
             tracker = [self._tracker.success_frame, self._tracker.extra_frames]
         return json.dumps({"position": self._position, "start_frame": self._start_frame, "score": self._score,
                            "frames": self._frames, "done": self._done, "tracker": tracker,
-                           "code": self.code.tolist()}).encode()
+                           "code": self.code.tolist(), "reward_every": self.reward_every}).encode()
 
     def restore_state(self, state: bytes) -> None:
         """Return to a state from :meth:`save_state` (of a lock with the same code)."""
         s = json.loads(bytes(state).decode())
         if s["code"] != self.code.tolist():
             raise ValueError("this state belongs to a lock with another code")
+        if s.get("reward_every") != self.reward_every:
+            raise ValueError(f"this state belongs to a lock with reward_every={s.get('reward_every')!r}, "
+                             f"not {self.reward_every!r}")
         self._position, self._start_frame = int(s["position"]), s["start_frame"]
         self._score, self._frames, self._done = float(s["score"]), int(s["frames"]), bool(s["done"])
         self._tracker = None
@@ -191,10 +246,10 @@ class ToyLockEnv(gym.Env):
 
 
 def make_toy_env(seed: int = 0, length: int = 10, num_actions: int = 2, lock_seed: int = 0, demo: bool = True,
-                 rules: dict | None = None) -> ToyLockEnv:
+                 rules: dict | None = None, reward_every: int | None = None) -> ToyLockEnv:
     """Build the env from ``TrainConfig.toy`` kwargs (``demo`` only matters to :func:`toy_demo_info`)."""
     return ToyLockEnv(length, num_actions, lock_seed=lock_seed,
-                      rules=EpisodeRulesConfig(**rules) if rules else None, seed=seed)
+                      rules=EpisodeRulesConfig(**rules) if rules else None, seed=seed, reward_every=reward_every)
 
 
 def batch_success_rate(policy_logits, length: int, num_actions: int, lock_seed: int = 0, episodes: int = 256,
