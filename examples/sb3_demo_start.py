@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     env = gymnasium.make("curriculum_ppo:DemoStart-v0", demo=args.demo, start_frame=args.start_frame)
-    model = PPO("CnnPolicy", env, n_steps=256, batch_size=64, n_epochs=4, learning_rate=2.5e-4, seed=0, verbose=0)
+    model = PPO("CnnPolicy", env, n_steps=min(256, args.steps), batch_size=64, n_epochs=4, learning_rate=2.5e-4, seed=0, verbose=0)
     counter = SuccessCounter()
     model.learn(total_timesteps=args.steps, callback=counter)
     print(f"SB3 PPO, {args.steps} steps from demo frame {args.start_frame}: "
