@@ -6,10 +6,13 @@ tests only check the paths that end a script before any long work.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,7 +335,7 @@ def _snapshot(directory: Path) -> dict:
 @pytest.mark.parametrize("script, args, outputs", [
     ("toy_scaling", ["--quick", "--actions", "2", "--lengths", "2", "--seeds", "1", "--budget", "1000"],
      ["toy_scaling.json", "toy_scaling.png"]),
-    ("bench_demo", ["--quick", "--restores", "50"], ["bench_demo.json"]),
+    ("bench_demo", ["--quick", "--restores", "50", "--envs", "2", "--start-envs", "2"], ["bench_demo.json"]),
 ])
 def test_a_default_run_writes_under_runs_bench_and_leaves_the_committed_results_alone(tmp_path, script, args,
                                                                                      outputs):
@@ -354,6 +357,90 @@ def test_a_default_run_writes_under_runs_bench_and_leaves_the_committed_results_
     assert (load["warning"] in result.stderr) if load["busy"] else ("warning" not in result.stderr)
     assert _snapshot(results) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # nothing in the working directory either
+    if script == "bench_demo":
+        _check_bench_demo_report(report)
+
+
+def _check_bench_demo_report(report: dict) -> None:
+    """What a quick bench_demo run must have measured: both demos' pools, checked restores and starts."""
+    assert report["frames"] == 5_000 and report["recording"]["prefix_frames"] == 635
+    assert report["restore"]["wrong_ram"] == 0 and report["restore_shared"]["wrong_ram"] == 0
+    for mode in ("gray84", "rgb105x80"):
+        start = report["env_start"][mode]
+        assert start["cached_checked"] == 50 and start["cached_mismatches"] == 0
+        assert start["cached"]["median_ms"] < start["replayed"]["median_ms"]
+    run = report["memory"]["runs"][0]
+    assert [r["start_cache_size"] for r in report["memory"]["runs"]] == [128]  # --quick: no old-bound comparison
+    for label, frames in (("bundled", 635), ("long", 5_000)):
+        pool = run[label]
+        assert pool["demo_frames"] == frames and pool["envs"] == 2 and pool["cache_entries_per_env"] == 128
+        assert len(pool["processes"]) == pool["workers"] + 1  # the pool's process and its workers
+        assert pool["total"]["Pss"] == sum(p["Pss"] for p in pool["processes"]) < pool["total"]["Rss"]
+        assert run["pss_mb_per_env"][label] == pytest.approx(pool["total"]["Pss"] / 2 / 1e6)
+    assert report["startup"]["envs"] == 2 and report["startup"]["long"]["median_total_s"] > 0
+
+
+def test_bench_demo_process_tree_memory_counts_every_descendant_and_a_shared_mapping_once(tmp_path):
+    """``tree_memory`` of a real tree: a process, its child and grandchild map the same 32 MB file and
+    touch every page. RSS counts the file in each of the three; PSS once in all, which is what
+    bench_demo's per-env figure relies on."""
+    bench_demo = _load_script("bench_demo")
+    data = tmp_path / "shared.bin"
+    data.write_bytes(bytes(range(256)) * (32 * 4096))
+    program = f"""
+import mmap, os, sys, time
+def touch():
+    f = open({str(data)!r}, "rb")
+    m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    sum(m[i] for i in range(0, len(m), 4096))
+    return m
+keep = touch()
+if os.fork() == 0:
+    keep = touch()
+    if os.fork() == 0:
+        keep = touch()
+os.write(1, b"ready\\n")  # one write: the three lines cannot interleave
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(3):  # each process says so once its pages are touched
+            assert proc.stdout.readline().strip() == "ready"
+        tree = bench_demo.tree_memory(proc.pid)
+        assert sorted(p["pid"] for p in tree["processes"]) == sorted([proc.pid, *bench_demo.descendants(proc.pid)])
+        assert len(tree["processes"]) == 3
+        size = data.stat().st_size
+        assert all(p["Rss"] >= size for p in tree["processes"])
+        assert tree["total"]["Rss"] - tree["total"]["Pss"] >= 1.9 * size  # two of the three copies not in PSS
+        assert tree["total"]["Pss"] == sum(p["Pss"] for p in tree["processes"])
+    finally:
+        for pid in bench_demo.descendants(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
+def test_bench_demo_long_demo_continues_the_bundled_one_and_is_recorded_once(tmp_path, monkeypatch):
+    """The synthetic long demo: the bundled demo's frames first, then play that never rewinds into them,
+    no life lost, and it verifies; a second run reuses the file, a changed file is recorded again."""
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.demo.verify import verify_demo
+
+    monkeypatch.setenv("CURRICULUM_PPO_BENCH_DIR", str(tmp_path))
+    bench_demo = _load_script("bench_demo")
+    path, rec = bench_demo.synthetic_long_demo(800, seed=1, state_interval=10, force=False)
+    assert path.parent == tmp_path / "bench_demo_long" and rec["reused"] is False and rec["prefix_frames"] == 635
+    demo, bundled = load_demo(path), load_demo(bench_demo.BUNDLED)
+    assert len(demo) == 800 and np.array_equal(demo.actions[:635], bundled.actions)
+    assert np.array_equal(demo.ram[:636], bundled.ram) and not demo.life_losses()
+    assert verify_demo(demo).ok
+    stamp = path.stat().st_mtime_ns
+    again, rec = bench_demo.synthetic_long_demo(800, seed=1, state_interval=10, force=False)
+    assert again == path and rec["reused"] is True and path.stat().st_mtime_ns == stamp
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    _, rec = bench_demo.synthetic_long_demo(800, seed=1, state_interval=10, force=False)
+    assert rec["reused"] is False and len(load_demo(path)) == 800
 
 
 def test_a_figure_that_fails_to_save_leaves_the_old_png_and_no_temporary_file(tmp_path):
