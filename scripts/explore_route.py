@@ -162,6 +162,7 @@ def explore_once(emu: Emulator, spec: CellSpec, archive: Archive, key: tuple, ce
     Returns (frames emulated, cells added or improved).
     """
     emu.restore_state(cell.state)
+    base = cell.actions  # read once: committing a better way back to this very cell replaces cell.actions
     lives = emu.lives()
     n = emu.num_actions
     score = cell.score
@@ -180,25 +181,25 @@ def explore_once(emu: Emulator, spec: CellSpec, archive: Archive, key: tuple, ce
             break
         k = spec.key(emu.ram())
         visited.setdefault(k, t)
-        length = cell.length + t + 1
+        length = len(base) + t + 1
         prior = candidates.get(k)
         if (prior is None or score > prior[1]) and better(score, length, archive.cells.get(k)):
             candidates[k] = (t, score, emu.save_state())
     run = len(taken)
     if death is None:  # does the player survive doom_frames more frames of standing still?
-        for extra in range(p.doom_frames):
+        for _ in range(p.doom_frames):
             emu.step(0)
+            run += 1
             if emu.lives() < lives or emu.game_over():
-                death = run + extra
+                death = run - 1
                 break
-        run += extra + 1
     limit = math.inf if death is None else death - p.doom_frames
     improved = 0
     for k, first in visited.items():
         if first <= limit and k in archive.cells:
             archive.cells[k].seen += 1
     for k, (t, s, state) in candidates.items():
-        if t <= limit and archive.offer(k, s, cell.actions + bytes(taken[:t + 1]), state):
+        if t <= limit and archive.offer(k, s, base + bytes(taken[:t + 1]), state):
             improved += 1
     return run, improved
 
@@ -376,6 +377,9 @@ def main(argv=None) -> int:
         result = search(emu, spec, prefix, frames=args.frames, seed=args.seed, p=p, minutes=args.minutes,
                         stop_score=args.stop_score, report=lambda s: print(s, flush=True))
         _, best = result.archive.best()
+        if best.length == len(prefix):
+            raise UserError(f"in {result.frames:,d} frames no route scored more than the start "
+                            f"({best.score:g}); nothing written: search longer (--frames)")
         actions = list(best.actions)
         events, summary = replay_events(emu, spec, actions)
         if summary["return"] != best.score or summary["lives_lost"]:

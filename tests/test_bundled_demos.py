@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curriculum_ppo.demo.action_script import expand, parse_action_script, read_action_script
+from curriculum_ppo.demo.action_script import expand, format_action_script, parse_action_script, read_action_script
 from curriculum_ppo.demo.store import load_demo
 from curriculum_ppo.emulator import Emulator, resolve_game
 
@@ -167,6 +167,30 @@ def test_doomed_states_never_become_cells():
         assert (len(archive.cells) > 1) == expect_kept
 
 
+def test_ways_stay_right_when_an_exploration_improves_its_own_start_cell():
+    """Mid-jump for the key, in cells one column wide: the key (+100) improves the start cell itself.
+
+    Cells reached after that must still get the start cell's *old* way plus the exploration's
+    actions (the search once appended them to the new way, and those routes did not replay).
+    """
+    emu = Emulator("montezuma_revenge")
+    spec = explore_route.CellSpec(room=3, x=42, y=43, x_bin=8, y_bin=256)
+    actions = expand(read_action_script(ROOT / "demos" / "MontezumaRevenge-room1.actions", emu.action_names))
+    for a in actions[:285]:
+        emu.step(a)
+    start, state = spec.key(emu.ram()), emu.save_state()
+    exercised = 0
+    for seed in range(16):
+        archive = explore_route.Archive({start: explore_route.Cell(0.0, bytes(actions[:285]), state)})
+        explore_route.explore_once(emu, spec, archive, start, archive.cells[start], np.random.default_rng(seed),
+                                   explore_route.Params())
+        exercised += archive.cells[start].score == 100 and len(archive.cells) > 2
+        for key, cell in archive.cells.items():
+            _, summary = explore_route.replay_events(emu, spec, list(cell.actions))
+            assert summary["return"] == cell.score and spec.key(emu.ram()) == key, (seed, key)
+    assert exercised >= 2
+
+
 def test_archive_prefers_higher_score_then_shorter():
     archive = explore_route.Archive()
     assert archive.offer(("c",), 0.0, b"\x00" * 10, b"s1")
@@ -183,11 +207,38 @@ def test_archive_prefers_higher_score_then_shorter():
     assert w[2] == pytest.approx(w[1] * 0.5)  # one distinct score below the best
 
 
+def test_command_line_writes_a_script_that_records_as_claimed(tmp_path):
+    """From a prefix 5 frames short of Private Eye's +100 at frame 245, a tiny search finds it."""
+    names = Emulator("private_eye").action_names
+    clue = expand(read_action_script(ROOT / "demos" / "PrivateEye-clue.actions", names))
+    prefix = tmp_path / "prefix.actions"
+    prefix.write_text(format_action_script(clue[:240], names))
+    out, js = tmp_path / "route.actions", tmp_path / "route.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "explore_route.py"), "--game", "PrivateEye",
+                           "--prefix", str(prefix), "--frames", "3000", "--seed", "1", "--doom-frames", "0",
+                           "--out", str(out), "--json", str(js)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(js.read_text())
+    route = record["route"]
+    assert record["frames_explored"] >= 3000 and record["params"]["doom_frames"] == 0 and route["lives_lost"] == 0
+    assert f"--frames {record['frames_explored']} --seed 1 --doom-frames 0 --out {out}" in out.read_text()
+    assert "route return" in proc.stdout and f"wrote {out}" in proc.stdout
+    assert record["prefix_frames"] == 240 and route["frames"] > 240
+    rec = cli("record", "--game", "PrivateEye", "--actions", out, "--out", tmp_path / "route.h5")
+    assert rec.returncode == 0, rec.stderr
+    demo = load_demo(tmp_path / "route.h5")
+    assert len(demo) == route["frames"] and demo.total_return == route["return"] > 0
+    assert [[int(i), float(demo.rewards[i])] for i in np.flatnonzero(demo.rewards)] == route["reward_events"]
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--game", "Pong", "--out", "{tmp}/x.actions"], "no cell definition for Pong"),
     (["--game", "MontezumaRevenge", "--prefix", "{tmp}/nope.actions", "--out", "{tmp}/x.actions"],
      "action script not found"),
     (["--game", "MontezumaRevenge", "--out", "{tmp}/no/such/dir/x.actions"], "does not exist"),
+    (["--game", "PrivateEye", "--out", "{tmp}/x.actions", "--json", "{tmp}/x.json"],
+     "no route scored more than the start (0); nothing written"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, fragment):
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "explore_route.py"),
