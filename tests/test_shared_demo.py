@@ -85,3 +85,8 @@ def test_damaged_cache_is_rebuilt_and_bad_input_is_one_line(cache_dir, tmp_path)
     with pytest.raises(UserError):
         open_shared_demo(foreign)
     assert not list(cache_dir.glob(".*"))  # no temporary directory left behind
+
+
+def test_one_mapping_per_process_for_all_its_envs():
+    a, b = open_shared_demo(DEMO), open_shared_demo(DEMO)
+    assert a is b  # the second env of a worker reuses the first one's mapping (and the file is hashed once)

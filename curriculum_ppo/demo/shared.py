@@ -132,16 +132,31 @@ def shared_demo_cache(path: str | os.PathLike) -> Path:
     return directory
 
 
+_OPENED: dict[tuple, Demo] = {}
+"""This process's open shared demos by (path, size, mtime): the envs of one worker share one mapping,
+and the file is hashed once per process, not once per env."""
+
+
 def open_shared_demo(path: str | os.PathLike, *, check_rom: bool = True) -> Demo:
     """The demo of ``path`` with its arrays memory-mapped from the machine's cache (built if needed).
 
-    The arrays are read-only views: every process that opens the same file shares their pages.
+    The arrays are read-only views: every process that opens the same file shares their pages. The
+    returned :class:`Demo` may be shared by several envs of this process; treat it as read-only.
     """
     path = Path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, check_rom, str(cache_root()))
+    except OSError:
+        key = None  # missing or unreadable: shared_demo_cache gives the one-line error
+    if key is not None and key in _OPENED:
+        return _OPENED[key]
     directory = shared_demo_cache(path)
     demo = _open_cache(directory, directory.name, path)
     if demo is None:
         raise UserError(f"the shared demo cache {directory} is unreadable; delete it and try again")
     if check_rom:
         demo.check_rom()
+    if key is not None:
+        _OPENED[key] = demo
     return demo
