@@ -28,8 +28,10 @@ same seed in a single environment, so no screen has to be stored during the
 evaluation.
 
 Parallelism: episodes run in ``envs`` environments stepped as one batch by the
-env worker pool (:mod:`curriculum_ppo.workers`; ``workers=0`` steps them in
-this process), the policy runs once per step on the whole batch.
+env worker pool (:mod:`curriculum_ppo.vec`; ``workers=0`` steps them in this
+process), the policy runs once per step on the whole batch. Each env learns the
+job (protocol, episode seed, start) of its next episode from its reset options,
+the pool's ``set_options`` channel (see :class:`EvalEnv`).
 """
 
 from __future__ import annotations
@@ -46,10 +48,8 @@ import numpy as np
 
 from curriculum_ppo.atomic import atomic_path, check_destination
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.workers import EnvSpec
 
 PROTOCOLS = ("plain", "noops", "sticky", "epsilon")
-IDLE = 0  # ticket of an env that has no episode left to play
 
 
 @dataclass
@@ -118,51 +118,62 @@ class EvalSettings:
 
 
 # --- the environment side ----------------------------------------------------------------
-@dataclass
-class EvalEnvSpec(EnvSpec):
-    """An :class:`EnvSpec` whose envs play numbered evaluation *jobs*.
+IDLE = {"job": None}
+"""Reset options of an env with no episode left to play: it stands still until the evaluation ends."""
 
-    The pool's ``next_start[i]`` carries a ticket instead of a demo frame:
-    ``ticket = job index + 1`` (0 = idle). The env looks the job up (protocol,
-    seed, start frame), reconfigures itself and resets with the job's seed, so
-    every episode is reproducible on its own, whichever env plays it.
+
+@dataclass
+class EvalEnvFactory:
+    """Builds the evaluation's envs (picklable, for the worker processes); see :class:`EvalEnv`.
+
+    ``game``, ``demo_path``, ``atari`` and ``rules`` make the Atari env (registry kind ``atari``);
+    ``protocol_configs`` maps each protocol to its ``{"atari": AtariConfig fields, "epsilon": p}``.
     """
 
-    jobs: list = field(default_factory=list)  # (protocol, seed, start_frame or None)
-    protocol_configs: dict = field(default_factory=dict)  # protocol -> {"atari": {...}, "epsilon": p}
+    game: str | None = None
+    demo_path: str | None = None
+    atari: dict = field(default_factory=dict)
+    rules: dict = field(default_factory=dict)
+    protocol_configs: dict = field(default_factory=dict)
 
-    def make(self, seed: int):
+    def __call__(self, seed: int) -> "EvalEnv":
         return EvalEnv(self, seed)
 
 
 class EvalEnv:
-    """Wraps an :class:`~curriculum_ppo.envs.atari.AtariEnv`; see :class:`EvalEnvSpec`."""
+    """An Atari env that plays one evaluation job per episode, named by its reset options.
 
-    def __init__(self, spec: EvalEnvSpec, seed: int):
+    ``reset(options={"job": k, "protocol": p, "seed": s, "start_frame": t})`` (see
+    :meth:`EvalPlan.options`) switches the env to protocol ``p`` and resets it with the episode's
+    seed ``s``, so every episode is reproducible on its own, whichever env plays it; its summary
+    names the job. :data:`IDLE` leaves the env standing still.
+    """
+
+    def __init__(self, factory: EvalEnvFactory, seed: int):
         from curriculum_ppo.envs.atari import AtariConfig
+        from curriculum_ppo.envs.registry import make_env
 
-        self.inner = EnvSpec(game=spec.game, demo_path=spec.demo_path, atari=spec.atari, rules=spec.rules).make(seed)
+        self.inner = make_env("atari", seed, game=factory.game, demo_path=factory.demo_path, atari=factory.atari,
+                              rules=factory.rules)
         self.observation_space = self.inner.observation_space
         self.action_space = self.inner.action_space
         self.num_actions = int(self.action_space.n)
-        self.jobs = spec.jobs
         self.configs = {name: (AtariConfig(**c["atari"]), float(c["epsilon"]))
-                        for name, c in spec.protocol_configs.items()}
+                        for name, c in factory.protocol_configs.items()}
         self.job: int | None = None
         self.epsilon = 0.0
         self.rng = np.random.default_rng(0)
         self._idle_obs = np.zeros(self.observation_space.shape, np.uint8)
 
     def reset(self, *, seed=None, options=None):
-        ticket = int((options or {}).get("start_frame") or IDLE)
-        if ticket == IDLE:
-            self.job = None
+        options = options or IDLE
+        self.job = options.get("job")
+        if self.job is None:
             return self._idle_obs, {"warmup": False}
-        self.job = ticket - 1
-        protocol, episode_seed, start = self.jobs[self.job]
-        self.inner.config, self.epsilon = self.configs[protocol]
+        self.inner.config, self.epsilon = self.configs[options["protocol"]]
+        episode_seed = int(options["seed"])
         self.rng = np.random.default_rng([episode_seed, 1])  # epsilon draws, independent of the env's own RNG
-        return self.inner.reset(seed=int(episode_seed), options={"start_frame": start})
+        return self.inner.reset(seed=episode_seed, options={"start_frame": options.get("start_frame")})
 
     def step(self, action):
         if self.job is None:
@@ -179,6 +190,27 @@ class EvalEnv:
 
     def close(self):
         self.inner.close()
+
+
+@dataclass
+class EvalPlan:
+    """The episodes of an evaluation: the envs' factory, one job per (protocol, episode seed), and their order.
+
+    ``jobs[k] = (protocol, episode seed, start frame or None)``; ``protocols`` in table order;
+    ``seeds`` the episode seeds every protocol shares.
+    """
+
+    factory: EvalEnvFactory
+    jobs: list[tuple[str, int, int | None]]
+    protocols: list[str]
+    seeds: list[int]
+
+    def options(self, job: int | None) -> dict:
+        """The reset options that make an :class:`EvalEnv` play job ``job`` (``None``: :data:`IDLE`)."""
+        if job is None:
+            return dict(IDLE)
+        protocol, seed, start = self.jobs[job]
+        return {"job": job, "protocol": protocol, "seed": int(seed), "start_frame": start}
 
 
 # --- the checkpoint -------------------------------------------------------------------
@@ -278,14 +310,13 @@ def episode_seed(base: int, index: int) -> int:
     return int(np.random.SeedSequence([base, index]).generate_state(1)[0])
 
 
-def build_spec(settings: EvalSettings, game: str, atari: dict, rules: dict, demo_path: str | None = None,
-               start: int | None = None) -> tuple[EvalEnvSpec, list[str], list[int]]:
-    """The envs of an evaluation: one job per (protocol, episode seed), and each protocol's settings.
+def build_plan(settings: EvalSettings, game: str, atari: dict, rules: dict, demo_path: str | None = None,
+               start: int | None = None) -> EvalPlan:
+    """The episodes of an evaluation: one job per (protocol, episode seed), and each protocol's settings.
 
     ``atari`` and ``rules`` are the checkpoint's; the protocols change only what they name (no-ops,
     sticky actions, epsilon) on top of them. From the game start episodes play on after a life is
-    lost; from a demo frame they end as the curriculum ended them in training. Returns the spec,
-    the protocols in table order and the episode seeds they share.
+    lost; from a demo frame they end as the curriculum ended them in training.
     """
     atari = {**atari, "max_episode_frames": settings.max_frames}
     rules = dict(rules)
@@ -295,15 +326,15 @@ def build_spec(settings: EvalSettings, game: str, atari: dict, rules: dict, demo
         rules["max_episode_frames"] = settings.max_frames
     protocols = resolve_protocols(settings.protocols, demo_start=start is not None)
     seeds = [episode_seed(settings.seed, k) for k in range(settings.episodes)]
-    jobs = [(p, s, start) for p in protocols for s in seeds]
     protocol_configs = {}
     for p in protocols:
         o = settings.protocol_overrides(p)
         protocol_configs[p] = {"atari": {**atari, "noop_max": o["noop_max"], "sticky_prob": o["sticky_prob"]},
                                "epsilon": o["epsilon"]}
-    spec = EvalEnvSpec(game=game, demo_path=demo_path, atari=atari, rules=rules, jobs=jobs,
-                       protocol_configs=protocol_configs)
-    return spec, protocols, seeds
+    factory = EvalEnvFactory(game=game, demo_path=demo_path, atari=atari, rules=rules,
+                             protocol_configs=protocol_configs)
+    return EvalPlan(factory=factory, jobs=[(p, s, start) for p in protocols for s in seeds], protocols=protocols,
+                    seeds=seeds)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -338,15 +369,102 @@ class _Progress:
         print(("\r" + line.ljust(78)) if self.tty else line, file=self.stream, flush=True)
 
 
-def run_episodes(ckpt: LoadedCheckpoint, spec: EvalEnvSpec, settings: EvalSettings, device,
-                 quiet: bool = False) -> tuple[list[dict], dict | None]:
-    """Play every job of ``spec``; return per-job results and the best episode's replay record."""
+class _JobQueue:
+    """Hands the plan's jobs to the envs in order, through the pool's reset options.
+
+    A pool resets an env as soon as its episode ends, so every env plays one job (``playing[i]``,
+    ``None`` when idle) and already has the next one queued.
+    """
+
+    def __init__(self, plan: EvalPlan, pool):
+        self.plan, self.pool, self.next = plan, pool, 0
+        self.playing = [self._queue(i) for i in range(pool.num_envs)]
+        pool.reset()
+        self.queued = [self._queue(i) for i in range(pool.num_envs)]
+
+    def _queue(self, env: int) -> int | None:
+        job = self.next if self.next < len(self.plan.jobs) else None
+        self.next += job is not None
+        self.pool.set_options(self.plan.options(job), env)
+        return job
+
+    def finished(self, env: int) -> int | None:
+        """Env ``env`` ended its episode and began its queued job: return the job it finished."""
+        job = self.playing[env]
+        self.playing[env], self.queued[env] = self.queued[env], self._queue(env)
+        return job
+
+
+class _Results:
+    """Per-job results, the actions each env has taken in its current episode, and the best episode so far."""
+
+    def __init__(self, jobs: list, num_envs: int):
+        self.jobs = jobs
+        self.results: list[dict | None] = [None] * len(jobs)
+        self.actions: list[list[int]] = [[] for _ in range(num_envs)]
+        self.best: dict | None = None
+        self.done = 0
+
+    def acted(self, playing: list, actions: np.ndarray) -> None:
+        for i, job in enumerate(playing):
+            if job is not None:
+                self.actions[i].append(int(actions[i]))
+
+    def finished(self, env: int, job: int | None, episode: dict) -> None:
+        if job is None or int(episode.get("job", job)) != job:
+            raise RuntimeError(f"env {env} finished job {episode.get('job')} but was playing {job}")
+        protocol, seed, start = self.jobs[job]
+        actions = np.asarray(self.actions[env], np.int16)
+        result = self.results[job] = {
+            "protocol": protocol, "seed": int(seed), "score": float(episode["score"]),
+            "frames": int(episode["frames"]), "reason": episode.get("reason"),
+            "success": bool(episode.get("success")) if start is not None else None,
+            "env": env, "actions_digest": zlib.crc32(actions.tobytes()),
+        }
+        key = (result["score"], -job)
+        if self.best is None or key > self.best["key"]:
+            self.best = {"key": key, "job": job, "env": env, "actions": actions, **result}
+        self.done += 1
+        self.actions[env] = []
+
+
+def _play(ckpt: LoadedCheckpoint, plan: EvalPlan, pool, settings: EvalSettings, device,
+          quiet: bool) -> tuple[list[dict], dict | None]:
+    """Step the pool with the policy until every job has been played."""
     import torch
 
-    from curriculum_ppo.workers import WorkerError, make_pool, resolve_num_workers
+    jobs, record = _JobQueue(plan, pool), _Results(plan.jobs, pool.num_envs)
+    starts = torch.ones(pool.num_envs, dtype=torch.bool, device=device)
+    hidden = ckpt.policy.initial_state(pool.num_envs, device)
+    progress = None if quiet else _Progress(len(plan.jobs), settings.progress_every)
+    frameskip, frames = int(plan.factory.atari.get("frameskip", 4)), 0
+    with torch.no_grad():
+        while record.done < len(plan.jobs):
+            obs = torch.from_numpy(pool.obs).to(device)
+            action, _, _, hidden = ckpt.policy.act(obs, hidden, starts, deterministic=settings.greedy)
+            action_np = action.cpu().numpy()
+            record.acted(jobs.playing, action_np)
+            episodes = pool.step(action_np)
+            frames += frameskip * sum(job is not None for job in jobs.playing)
+            starts = torch.from_numpy(np.asarray(pool.terminated) | np.asarray(pool.truncated)).to(device)
+            for episode in episodes:
+                env = int(episode["env"])
+                record.finished(env, jobs.finished(env), episode)
+            if progress:
+                progress.update(record.done, frames)
+    if progress:
+        progress.finish(record.done, frames)
+    return record.results, record.best
 
-    jobs = spec.jobs
-    num_envs = min(settings.envs, len(jobs))
+
+def run_episodes(ckpt: LoadedCheckpoint, plan: EvalPlan, settings: EvalSettings, device,
+                 quiet: bool = False) -> tuple[list[dict], dict | None]:
+    """Play every job of ``plan``; return per-job results and the best episode's replay record."""
+    import torch
+
+    from curriculum_ppo.vec.pool import WorkerError, make_pool, resolve_num_workers
+
+    num_envs = min(settings.envs, len(plan.jobs))
     workers = settings.workers
     if workers is None:
         workers = resolve_num_workers(num_envs, None)
@@ -356,75 +474,17 @@ def run_episodes(ckpt: LoadedCheckpoint, spec: EvalEnvSpec, settings: EvalSettin
         torch.set_num_threads(settings.threads or max(1, (os.cpu_count() or 1) - workers))
     pool_seed = (settings.seed * 1000) % (2**31 - 2**16)  # emulator seeds (env i gets pool_seed + i) fit an int32
     try:
-        pool = make_pool(spec, num_envs, workers, seed=pool_seed)
+        pool = make_pool(plan.factory, num_envs, workers, seed=pool_seed)
     except WorkerError as exc:
         raise UserError(f"could not start the environments: {exc}") from None
     try:
-        if tuple(pool.obs_shape) != tuple(ckpt.policy.config.obs_shape) or \
-                pool.num_actions != ckpt.policy.config.num_actions:
-            raise UserError(f"the checkpoint's network expects observations {tuple(ckpt.policy.config.obs_shape)} "
-                            f"and {ckpt.policy.config.num_actions} actions, the game gives {tuple(pool.obs_shape)} "
+        net = ckpt.policy.config
+        if tuple(pool.obs_shape) != tuple(net.obs_shape) or pool.num_actions != net.num_actions:
+            raise UserError(f"the checkpoint's network expects observations {tuple(net.obs_shape)} "
+                            f"and {net.num_actions} actions, the game gives {tuple(pool.obs_shape)} "
                             f"and {pool.num_actions}")
         torch.manual_seed(settings.seed)
-        next_job = 0
-
-        def take() -> int:
-            nonlocal next_job
-            if next_job >= len(jobs):
-                return IDLE
-            next_job += 1
-            return next_job  # ticket = job index + 1
-
-        for i in range(num_envs):
-            pool.next_start[i] = take()
-        current = [int(t) - 1 for t in pool.next_start[:num_envs]]  # job index per env, -1 idle
-        pool.reset()
-        for i in range(num_envs):
-            pool.next_start[i] = take()
-        results: list[dict | None] = [None] * len(jobs)
-        actions: list[list[int]] = [[] for _ in range(num_envs)]
-        best: dict | None = None
-        starts = torch.ones(num_envs, dtype=torch.bool, device=device)
-        hidden = ckpt.policy.initial_state(num_envs, device)
-        progress = None if quiet else _Progress(len(jobs), settings.progress_every)
-        done, frames = 0, 0
-        frameskip = int(spec.atari.get("frameskip", 4))
-        with torch.no_grad():
-            while done < len(jobs):
-                obs = torch.from_numpy(pool.obs).to(device)
-                action, _, _, hidden = ckpt.policy.act(obs, hidden, starts, deterministic=settings.greedy)
-                action_np = action.cpu().numpy()
-                for i in range(num_envs):
-                    if current[i] >= 0:
-                        actions[i].append(int(action_np[i]))
-                episodes = pool.step(action_np)
-                frames += frameskip * sum(1 for j in current if j >= 0)
-                ended = np.asarray(pool.terminated) | np.asarray(pool.truncated)
-                starts = torch.from_numpy(ended.copy()).to(device)
-                for episode in episodes:
-                    i = int(episode["env"])
-                    job = current[i]
-                    if job < 0 or int(episode.get("job", job)) != job:
-                        raise RuntimeError(f"env {i} finished job {episode.get('job')} but was playing {job}")
-                    protocol, seed, start = jobs[job]
-                    results[job] = {
-                        "protocol": protocol, "seed": int(seed), "score": float(episode["score"]),
-                        "frames": int(episode["frames"]), "reason": episode.get("reason"),
-                        "success": bool(episode.get("success")) if start is not None else None,
-                        "env": i, "actions_digest": zlib.crc32(np.asarray(actions[i], np.int16).tobytes()),
-                    }
-                    key = (results[job]["score"], -job)
-                    if best is None or key > best["key"]:
-                        best = {"key": key, "job": job, "env": i, "actions": np.asarray(actions[i], np.int16),
-                                **results[job]}
-                    done += 1
-                    actions[i] = []
-                    current[i] = int(pool.next_start[i]) - 1
-                    pool.next_start[i] = take()
-                if progress:
-                    progress.update(done, frames)
-        if progress:
-            progress.finish(done, frames)
+        results, best = _play(ckpt, plan, pool, settings, device, quiet)
     except WorkerError as exc:
         raise UserError(f"evaluation stopped: {exc}") from None
     finally:
@@ -475,16 +535,16 @@ def format_table(rows: list[dict], demo_start: bool) -> str:
 SHEET_FRAMES = 8  # evenly spaced frames of the video in its PNG contact sheet
 
 
-def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps: float | None = None,
+def record_video(plan: EvalPlan, best: dict, path: Path, scale: int = 2, fps: float | None = None,
                  game: str = "") -> dict:
     """Replay the best episode's actions from its seed in one env and write an MP4 with the score overlaid,
     plus a PNG contact sheet of :data:`SHEET_FRAMES` evenly spaced frames next to it (same name, ``.png``)."""
     from curriculum_ppo.emulator import display_name
     from curriculum_ppo.video import contact_sheet, overlay_text, upscale, write_mp4, write_png
 
-    env = spec.make(seed=best["pool_seed"] + best["env"])
-    frameskip = int(spec.atari.get("frameskip", 4))
-    protocol, seed, start = spec.jobs[best["job"]]
+    env = plan.factory(best["pool_seed"] + best["env"])
+    frameskip = int(plan.factory.atari.get("frameskip", 4))
+    protocol, seed, _ = plan.jobs[best["job"]]
     state = {"score": 0.0, "frames": 0, "ended": False}
     title = f"{display_name(game)}  {protocol}  seed {seed}" if game else f"{protocol}  seed {seed}"
 
@@ -497,7 +557,7 @@ def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps:
         return image
 
     def frames():
-        env.reset(options={"start_frame": best["job"] + 1})
+        env.reset(options=plan.options(best["job"]))
         score = 0.0
         yield keep(0, overlay_text(upscale(env.render(), scale), [title, "score 0", "frame 0"]))
         for step, a in enumerate(best["actions"]):
@@ -526,15 +586,8 @@ def record_video(spec: EvalEnvSpec, best: dict, path: Path, scale: int = 2, fps:
             "sheet": str(sheet_path), "sheet_frames": len(sheet)}
 
 
-def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: str | None = None,
-             video_out: str | None = None, video_scale: int = 2, quiet: bool = False,
-             stdout=None) -> dict:
-    """The whole ``curriculum-ppo evaluate`` command; returns the result dict (also written to ``json_out``)."""
-    from curriculum_ppo.emulator import display_name, rom_md5
-    from curriculum_ppo.train import pick_device
-
-    stdout = stdout or sys.stdout
-    settings.validate()
+def _check_outputs(json_out, video_out, video_scale: int) -> tuple[Path | None, Path | None]:
+    """The output paths, refused before any work when they cannot be written or collide."""
     if video_scale < 1:
         raise UserError(f"--video-scale must be at least 1 (got {video_scale})")
     json_path = check_writable(json_out, "--json") if json_out else None
@@ -548,8 +601,13 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
         raise UserError(f"--json {json_path} is where the video's contact sheet goes; choose another name")
     if video_path is not None:
         check_writable(video_path.with_suffix(".png"), "--video's contact sheet")
-    device = pick_device(settings.device)
-    ckpt = load_for_eval(checkpoint, device)
+    return json_path, video_path
+
+
+def _check_rom(ckpt: LoadedCheckpoint, quiet: bool) -> None:
+    """The game's ROM must be installed; a different one than in training is a warning."""
+    from curriculum_ppo.emulator import display_name, rom_md5
+
     try:
         installed_md5 = rom_md5(ckpt.game)
     except UserError as exc:
@@ -558,42 +616,37 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
         print(f"evaluate: warning: the installed {display_name(ckpt.game)} ROM (md5 {installed_md5}) differs "
               f"from the one the checkpoint was trained on ({ckpt.rom_md5})", file=sys.stderr)
 
-    demo_path = None
-    start = None
-    if settings.demo is not None or settings.start_frame is not None:
-        from curriculum_ppo.demo.store import load_demo
 
-        demo_path = settings.demo or ckpt.train_demo
-        if demo_path is None:
-            raise UserError("--start-frame needs --demo FILE.h5 (the checkpoint names no training demo)")
-        if settings.demo is None and not Path(demo_path).exists():
-            raise UserError(f"--start-frame: the checkpoint's training demo {demo_path} is missing; "
-                            "pass --demo FILE.h5")
-        demo = load_demo(demo_path)
-        if demo.game != ckpt.game:
-            raise UserError(f"{demo_path} is a {display_name(demo.game)} demo but the checkpoint was trained on "
-                            f"{display_name(ckpt.game)}")
-        start = settings.start_frame
-        if start is None:
-            if ckpt.curriculum_start is None or len(demo) != ckpt.demo_length:
-                raise UserError("give --start-frame T (the checkpoint's curriculum position does not apply "
-                                "to this demo)")
-            start = ckpt.curriculum_start
-        if not 0 <= start <= len(demo):
-            raise UserError(f"--start-frame {start} is outside the demo (0..{len(demo)})")
-        demo_path = str(demo_path)
+def _demo_start(settings: EvalSettings, ckpt: LoadedCheckpoint) -> tuple[str | None, int | None]:
+    """(demo path, start frame) of a demo-start evaluation, or (None, None) from the game start."""
+    if settings.demo is None and settings.start_frame is None:
+        return None, None
+    from curriculum_ppo.demo.store import load_demo
+    from curriculum_ppo.emulator import display_name
 
-    spec, protocols, seeds = build_spec(settings, ckpt.game, ckpt.atari, ckpt.rules, demo_path, start)
-    atari = spec.atari
-    if not quiet:
-        where = f"demo frame {start} of {demo_path}" if start is not None else "the game start"
-        print(f"evaluate: {display_name(ckpt.game)} checkpoint {ckpt.path} ({ckpt.frames:,} training frames); "
-              f"{settings.episodes} episode(s) x {len(protocols)} protocol(s) from {where} on {device}",
-              file=sys.stderr, flush=True)
-    t0 = time.time()
-    results, best = run_episodes(ckpt, spec, settings, device, quiet=quiet)
-    elapsed = time.time() - t0
+    demo_path = settings.demo or ckpt.train_demo
+    if demo_path is None:
+        raise UserError("--start-frame needs --demo FILE.h5 (the checkpoint names no training demo)")
+    if settings.demo is None and not Path(demo_path).exists():
+        raise UserError(f"--start-frame: the checkpoint's training demo {demo_path} is missing; "
+                        "pass --demo FILE.h5")
+    demo = load_demo(demo_path)
+    if demo.game != ckpt.game:
+        raise UserError(f"{demo_path} is a {display_name(demo.game)} demo but the checkpoint was trained on "
+                        f"{display_name(ckpt.game)}")
+    start = settings.start_frame
+    if start is None:
+        if ckpt.curriculum_start is None or len(demo) != ckpt.demo_length:
+            raise UserError("give --start-frame T (the checkpoint's curriculum position does not apply "
+                            "to this demo)")
+        start = ckpt.curriculum_start
+    if not 0 <= start <= len(demo):
+        raise UserError(f"--start-frame {start} is outside the demo (0..{len(demo)})")
+    return str(demo_path), start
 
+
+def protocol_rows(results: list[dict], settings: EvalSettings, protocols: list[str], demo_start: bool) -> list[dict]:
+    """One row of the table (and of the JSON's ``protocols``) per protocol: its summary and episodes."""
     rows = []
     for p in protocols:
         mine = [r for r in results if r["protocol"] == p]
@@ -602,9 +655,15 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
                            [r["reason"] for r in mine], [r["success"] for r in mine]),
                "scores": [r["score"] for r in mine], "frames": [r["frames"] for r in mine],
                "reasons": [r["reason"] for r in mine], "seeds": [r["seed"] for r in mine]}
-        if start is not None:
+        if demo_start:
             row["successes"] = [r["success"] for r in mine]
         rows.append(row)
+    return rows
+
+
+def _print_table(ckpt: LoadedCheckpoint, settings: EvalSettings, rows: list[dict], demo_path: str | None,
+                 start: int | None, stdout) -> None:
+    from curriculum_ppo.emulator import display_name
 
     policy_mode = "greedy (argmax)" if settings.greedy else "sampled from the policy"
     print(f"{display_name(ckpt.game)}: {ckpt.path} ({ckpt.frames:,} training frames, {ckpt.updates} updates)",
@@ -618,29 +677,61 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
               f"actions {policy_mode}", file=stdout)
     print(format_table(rows, start is not None), file=stdout, flush=True)
 
-    report = {
+
+def _report(ckpt: LoadedCheckpoint, settings: EvalSettings, plan: EvalPlan, rows: list[dict], device,
+            demo_path: str | None, start: int | None, elapsed: float) -> dict:
+    """The JSON report (``video`` is filled in once the video is written)."""
+    return {
         "checkpoint": str(ckpt.path),
         "game": ckpt.game,
         "training_frames": ckpt.frames,
         "training_updates": ckpt.updates,
         "recurrent": ckpt.recurrent,
         "settings": {
-            "episodes": settings.episodes, "protocols": protocols, "noop_max": settings.noop_max,
+            "episodes": settings.episodes, "protocols": plan.protocols, "noop_max": settings.noop_max,
             "sticky": settings.sticky, "epsilon": settings.epsilon, "max_frames": settings.max_frames,
-            "envs": min(settings.envs, len(spec.jobs)), "seed": settings.seed, "greedy": settings.greedy,
+            "envs": min(settings.envs, len(plan.jobs)), "seed": settings.seed, "greedy": settings.greedy,
             "device": str(device), "start": "game" if start is None else {"demo": demo_path, "start_frame": start},
-            "end_on_life_loss": bool(atari["end_on_life_loss"]),
+            "end_on_life_loss": bool(plan.factory.atari["end_on_life_loss"]),
             "std": "sample standard deviation (ddof=1)",
         },
-        "seeds": seeds,
+        "seeds": plan.seeds,
         "protocols": rows,
         "elapsed_s": round(elapsed, 2),
         "video": None,
     }
+
+
+def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: str | None = None,
+             video_out: str | None = None, video_scale: int = 2, quiet: bool = False,
+             stdout=None) -> dict:
+    """The whole ``curriculum-ppo evaluate`` command; returns the result dict (also written to ``json_out``)."""
+    from curriculum_ppo.emulator import display_name
+    from curriculum_ppo.train import pick_device
+
+    stdout = stdout or sys.stdout
+    settings.validate()
+    json_path, video_path = _check_outputs(json_out, video_out, video_scale)
+    device = pick_device(settings.device)
+    ckpt = load_for_eval(checkpoint, device)
+    _check_rom(ckpt, quiet)
+    demo_path, start = _demo_start(settings, ckpt)
+    plan = build_plan(settings, ckpt.game, ckpt.atari, ckpt.rules, demo_path, start)
+    if not quiet:
+        where = f"demo frame {start} of {demo_path}" if start is not None else "the game start"
+        print(f"evaluate: {display_name(ckpt.game)} checkpoint {ckpt.path} ({ckpt.frames:,} training frames); "
+              f"{settings.episodes} episode(s) x {len(plan.protocols)} protocol(s) from {where} on {device}",
+              file=sys.stderr, flush=True)
+    t0 = time.time()
+    results, best = run_episodes(ckpt, plan, settings, device, quiet=quiet)
+    elapsed = time.time() - t0
+    rows = protocol_rows(results, settings, plan.protocols, demo_start=start is not None)
+    _print_table(ckpt, settings, rows, demo_path, start, stdout)
+    report = _report(ckpt, settings, plan, rows, device, demo_path, start, elapsed)
     video_error = None
     if video_path is not None and best is not None:
         try:
-            info = record_video(spec, best, video_path, scale=video_scale, game=ckpt.game)
+            info = record_video(plan, best, video_path, scale=video_scale, game=ckpt.game)
         except UserError as exc:  # still write the JSON: the evaluation itself succeeded
             video_error = exc
             report["video"] = {"path": str(video_path), "error": str(exc)}

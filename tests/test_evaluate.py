@@ -248,7 +248,7 @@ def test_truncated_and_incompatible_checkpoints(capsys, checkpoint, tmp_path):
 
 def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tmp_path):
     """A GRU checkpoint (fresh weights in the trained checkpoint's frame): the state is zeroed per episode."""
-    from curriculum_ppo.evaluate import EvalEnvSpec, EvalSettings, load_for_eval, run_episodes
+    from curriculum_ppo.evaluate import EvalEnvFactory, EvalPlan, EvalSettings, load_for_eval, run_episodes
     from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -268,10 +268,11 @@ def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tm
     assert ckpt.recurrent
     atari = {**ckpt.atari, "end_on_life_loss": False, "max_episode_frames": 160}
     jobs = [("plain", 5, None)] * 3
-    spec = EvalEnvSpec(game=ckpt.game, atari=atari, rules=ckpt.rules, jobs=jobs,
-                       protocol_configs={"plain": {"atari": atari, "epsilon": 0.0}})
+    factory = EvalEnvFactory(game=ckpt.game, atari=atari, rules=ckpt.rules,
+                             protocol_configs={"plain": {"atari": atari, "epsilon": 0.0}})
+    plan = EvalPlan(factory=factory, jobs=jobs, protocols=["plain"], seeds=[5])
     settings = EvalSettings(envs=2, workers=0, greedy=True, threads=1)
-    results, best = run_episodes(ckpt, spec, settings, torch.device("cpu"), quiet=True)
+    results, best = run_episodes(ckpt, plan, settings, torch.device("cpu"), quiet=True)
     assert [r["env"] for r in results] == [0, 1, 0]
     assert len({r["actions_digest"] for r in results}) == 1, results
 
@@ -279,6 +280,25 @@ def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tm
                        "--envs", "2", "--workers", "0", "--max-frames", "120", "--threads", "1")
     assert rc == 0, err
     assert "plain" in out and "3/3 episodes done" in err
+
+
+def test_results_do_not_depend_on_where_the_envs_run(checkpoint):
+    """The same jobs played by envs in this process and by two worker processes: each env learns its
+    next job from its reset options, so every result (score, frames, end, the env that played it and
+    a digest of its actions) is the same; 7 jobs on 3 envs leave envs idle at the end."""
+    from curriculum_ppo.evaluate import EvalSettings, build_plan, load_for_eval, run_episodes
+
+    ckpt = load_for_eval(checkpoint, torch.device("cpu"))
+    runs = []
+    for workers in (0, 2):
+        settings = EvalSettings(episodes=7, protocols=("sticky",), envs=3, workers=workers, max_frames=200,
+                                threads=1, seed=4)
+        plan = build_plan(settings, ckpt.game, ckpt.atari, ckpt.rules)
+        runs.append(run_episodes(ckpt, plan, settings, torch.device("cpu"), quiet=True))
+    (here, best_here), (there, best_there) = runs
+    assert here == there and len(here) == 7 and {r["env"] for r in here} == {0, 1, 2}
+    assert [r["seed"] for r in here] == plan.seeds
+    assert best_here["job"] == best_there["job"] and np.array_equal(best_here["actions"], best_there["actions"])
 
 
 def test_plot_writes_three_pngs(capsys, run_dir, tmp_path):

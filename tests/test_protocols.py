@@ -1,8 +1,9 @@
 """The evaluation protocols take effect on the real emulator: counted, not read back from a config.
 
-Each test builds the evaluation's envs with :func:`curriculum_ppo.evaluate.build_spec` from a
+Each test builds the evaluation's envs with :func:`curriculum_ppo.evaluate.build_plan` from a
 checkpoint's default Atari settings (frameskip 4), exactly as ``evaluate`` does, and plays them
-through :class:`~curriculum_ppo.evaluate.EvalEnv`, the env the worker pool runs. What the
+through :class:`~curriculum_ppo.evaluate.EvalEnv`, the env the worker pool runs, started with the
+reset options the pool hands it. What the
 emulator really did is read from Montezuma's Revenge itself:
 
 * RAM byte 102 holds the joystick direction of the frame just emulated (active-low bits:
@@ -27,7 +28,7 @@ import pytest
 from curriculum_ppo.emulator import Emulator
 from curriculum_ppo.envs.atari import AtariConfig
 from curriculum_ppo.episode_rules import EpisodeRulesConfig
-from curriculum_ppo.evaluate import EvalSettings, build_spec
+from curriculum_ppo.evaluate import EvalSettings, build_plan
 
 GAME = "montezuma_revenge"
 JOYSTICK, PLAYER_X = 102, 42
@@ -49,17 +50,25 @@ def step_dx(action: int) -> int:
     return {RIGHT: 1, LEFT: -1}.get(action, 0)
 
 
-def protocol_env(protocol: str, episodes: int, **settings):
-    """(spec, env): the envs ``evaluate --protocol PROTOCOL`` plays, from the game start."""
-    spec, protocols, seeds = build_spec(EvalSettings(episodes=episodes, protocols=(protocol,), **settings),
-                                        GAME, TRAINED_ATARI, TRAINED_RULES)
-    assert protocols == [protocol] and len(spec.jobs) == episodes
-    return spec, spec.make(seed=3)
+class JobEnv:
+    """An evaluation env with its plan: ``play(job)`` starts job ``job`` the way the pool does."""
+
+    def __init__(self, plan, env):
+        self.plan, self.env, self.inner = plan, env, env.inner
+
+    def play(self, job: int):
+        return self.env.reset(options=self.plan.options(job))
+
+    def step(self, action: int):
+        return self.env.step(action)
 
 
-def play(env, job: int):
-    """Start evaluation job ``job`` the way the pool does (its ticket is ``job + 1``)."""
-    return env.reset(options={"start_frame": job + 1})
+def protocol_env(protocol: str, episodes: int, **settings) -> JobEnv:
+    """The env ``evaluate --protocol PROTOCOL`` plays, from the game start."""
+    plan = build_plan(EvalSettings(episodes=episodes, protocols=(protocol,), **settings),
+                      GAME, TRAINED_ATARI, TRAINED_RULES)
+    assert plan.protocols == [protocol] and len(plan.jobs) == episodes
+    return JobEnv(plan, plan.factory(3))
 
 
 def binomial_bounds(n: int, p: float, tail: float = 1e-6) -> tuple[int, int]:
@@ -106,7 +115,7 @@ def sticky_counts(env, steps: int) -> tuple[int, int, list[int]]:
     first frame that plays the new one is one that did not. Returns (repeats, draws, j of every step
     that changed the action).
     """
-    play(env, 0)
+    env.play(0)
     emu = env.inner.emulator
     home = x = int(emu.ram()[PLAYER_X])
     applied = NOOP  # the emulator's previous action after a reset
@@ -134,7 +143,7 @@ def sticky_counts(env, steps: int) -> tuple[int, int, list[int]]:
 
 
 def test_sticky_protocol_repeats_the_previous_action_a_quarter_of_the_frames():
-    _, env = protocol_env("sticky", episodes=1)
+    env = protocol_env("sticky", episodes=1)
     repeats, draws, runs = sticky_counts(env, 1500)
     rate = repeats / draws
     # 1,500 direction changes give ~2,000 draws: the standard error is ~0.01, the band is 5 of them.
@@ -146,7 +155,7 @@ def test_sticky_protocol_repeats_the_previous_action_a_quarter_of_the_frames():
 
 
 def test_plain_protocol_never_repeats_an_action():
-    _, env = protocol_env("plain", episodes=1)
+    env = protocol_env("plain", episodes=1)
     repeats, draws, runs = sticky_counts(env, 300)
     assert repeats == 0 and draws == len(runs) > 250
 
@@ -159,10 +168,10 @@ def test_noops_protocol_plays_1_to_30_noops_before_the_first_decision():
         reference.step(NOOP)
         after.append(reference.ram())
     assert len({r.tobytes() for r in after}) == 31
-    _, env = protocol_env("noops", episodes=episodes)
+    env = protocol_env("noops", episodes=episodes)
     counts = []
     for job in range(episodes):
-        play(env, job)
+        env.play(job)
         emu = env.inner.emulator
         n = emu.frame_number()  # ALE's own count of the frames played since the reset
         assert 1 <= n <= 30, (job, n)
@@ -171,17 +180,17 @@ def test_noops_protocol_plays_1_to_30_noops_before_the_first_decision():
         counts.append(n)
     assert len(set(counts)) >= 25  # 1..30 drawn per episode seed, not one fixed count
     assert abs(np.mean(counts) - 15.5) < 2.0  # uniform on 1..30: the mean's standard error is ~0.6
-    _, plain = protocol_env("plain", episodes=20)
+    plain = protocol_env("plain", episodes=20)
     for job in range(20):
-        play(plain, job)
+        plain.play(job)
         assert plain.inner.emulator.frame_number() == 0
 
 
 def test_noops_count_follows_noop_max():
-    _, env = protocol_env("noops", episodes=60, noop_max=3)
+    env = protocol_env("noops", episodes=60, noop_max=3)
     counts = []
     for job in range(60):
-        play(env, job)
+        env.play(job)
         counts.append(env.inner.emulator.frame_number())
     assert set(counts) == {1, 2, 3}
 
@@ -191,7 +200,7 @@ def epsilon_replacements(env, steps: int) -> tuple[int, int, set[int]]:
 
     Returns (visible replacements, steps, the joystick codes seen)."""
     job, replaced, seen = 0, 0, set()
-    play(env, job)
+    env.play(job)
     emu = env.inner.emulator
     for _ in range(steps):
         _, _, terminated, truncated, _ = env.step(NOOP)
@@ -200,13 +209,13 @@ def epsilon_replacements(env, steps: int) -> tuple[int, int, set[int]]:
         replaced += code != joystick_code("NOOP")
         if terminated or truncated:
             job += 1
-            play(env, job)
+            env.play(job)
     return replaced, steps, seen
 
 
 def test_epsilon_protocol_replaces_one_action_in_a_hundred():
     epsilon, steps = 0.01, 5000
-    _, env = protocol_env("epsilon", episodes=5, epsilon=epsilon)
+    env = protocol_env("epsilon", episodes=5, epsilon=epsilon)
     replaced, steps, seen = epsilon_replacements(env, steps)
     # A replacement is uniform over the 18 actions; NOOP and FIRE leave the joystick centred, so
     # 16 in 18 replacements show. Expected 44 of 5,000 steps; ±1e-6 tails are about 18..80.
@@ -217,6 +226,6 @@ def test_epsilon_protocol_replaces_one_action_in_a_hundred():
 
 @pytest.mark.parametrize("protocol", ["plain", "sticky", "noops"])
 def test_other_protocols_never_replace_the_agents_action(protocol):
-    _, env = protocol_env(protocol, episodes=2)
+    env = protocol_env(protocol, episodes=2)
     replaced, _, _ = epsilon_replacements(env, 400)
     assert replaced == 0
