@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-gap", type=_positive, default=Settings.max_gap,
                         help="most frames without a reward before the last brick (default %(default)s)")
     parser.add_argument("--tail", type=_non_negative, default=Settings.tail,
-                        help="frames played after the last brick (default %(default)s)")
+                        help="least frames played after the last brick (default %(default)s)")
     parser.add_argument("--no-verify", action="store_true", help="skip replaying the demo with verify")
     parser.add_argument("--force", action="store_true", help="make the demo again even if one with these settings exists")
     args = parser.parse_args(argv)
