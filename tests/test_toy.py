@@ -377,3 +377,62 @@ def test_states_of_locks_with_other_rewards_are_refused():
     for other in (None, 4):
         with pytest.raises(ValueError, match="reward_every"):
             make_toy_env(length=8, num_actions=2, lock_seed=1, reward_every=other).restore_state(saved)
+
+
+# -- scripts/toy_horizon.py: the horizon rule on a lock much longer than its horizon ----------------------
+def _toy_horizon():
+    spec = importlib.util.spec_from_file_location("toy_horizon", ROOT / "scripts" / "toy_horizon.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("toy_horizon", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_toy_horizon_script_writes_its_table_json_and_png(tmp_path, capsys):
+    """A run of the script small enough for seconds (N=8, both rules, two seeds): every run's record is
+    consistent with its own stop rule, and the table, JSON and PNG are written."""
+    import json
+
+    th = _toy_horizon()
+    out = tmp_path / "out" / "toy_horizon.json"
+    assert th.main(["--lengths", "8", "--caps", "none", "--seeds", "1", "2", "--budget", "4000",
+                    "--reward-every", "2", "--horizon", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy_horizon.json", "toy_horizon.png"]
+    assert [(r["rule"], r["seed"]) for r in report["runs"]] == [("horizon", 1), ("horizon", 2), ("demo_end", 1),
+                                                                ("demo_end", 2)]
+    for r in report["runs"]:
+        assert r["steps_used"] < r["budget"] + 256 and r["steps_used"] % 256 == 0  # 16 envs x 16 steps an update
+        if r["solved"]:
+            assert r["steps"] == r["steps_used"] and r["window_at_zero"] <= r["steps"]
+            assert r["greedy_opens_at"] <= r["steps"] and r["window_front"][-1] == [r["window_at_zero"], 0]
+        ends = r["episode_ends"]
+        assert sum(ends.values()) == r["episode_length_all"]["episodes"] > 0
+        assert ("horizon" in ends) == (r["rule"] == "horizon" and ends.get("horizon", 0) > 0)
+        assert r["rule"] == "horizon" or "horizon" not in ends  # demo_end never cuts at a horizon
+    for row in report["summary"]:
+        assert f"| 8 | - | {row['rule']} | {row['solved']}/2 |" in printed
+    assert report["summary"][0]["stretch"] == {"max": 4, "mean": 3.0, "target_of_start_0": 4, "unreachable": None}
+    assert report["summary"][1]["stretch"]["max"] == 8  # demo_end: from 0, the whole lock
+
+
+@pytest.mark.slow
+def test_horizon_rule_solves_a_long_lock_where_demo_end_stalls_at_the_episode_cap():
+    """The issue's stall in miniature: a 24-lock, a reward every 4 positions, an episode cap of 12 steps.
+    Under demo_end, opening the lock from a start before 12 takes more than the cap, so those starts can
+    never succeed and the curriculum stops there (and says so); the horizon rule (H=4) needs at most 8
+    steps from anywhere and takes the curriculum to position 0, where the greedy policy opens the lock."""
+    th = _toy_horizon()
+    s = th.Settings(lengths=[24], reward_every=4, success_horizon=4, caps=[12], budget=40_000)
+    assert th.demo_stretches(24, s, "horizon", 12) == {"max": 8, "mean": 5.83, "target_of_start_0": 8,
+                                                       "unreachable": None}
+    assert th.demo_stretches(24, s, "demo_end", 12)["unreachable"].startswith(
+        "demo starts at frames 0..11 (12 frames) can never succeed")
+    horizon = th.run_one("horizon", 24, 1, s, 12)
+    assert horizon["solved"], horizon
+    assert horizon["window_at_zero"] <= horizon["steps"] and horizon["episode_length_all"]["p95"] <= 12
+    stalled = th.run_one("demo_end", 24, 1, s, 12)
+    assert not stalled["solved"] and stalled["steps_used"] >= s.budget and stalled["window_at_zero"] is None
+    assert stalled["window_front_at_end"] >= 8  # its front's starts (before 12) can never succeed
