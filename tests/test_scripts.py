@@ -336,6 +336,8 @@ def _snapshot(directory: Path) -> dict:
     ("toy_scaling", ["--quick", "--actions", "2", "--lengths", "2", "--seeds", "1", "--budget", "1000"],
      ["toy_scaling.json", "toy_scaling.png"]),
     ("bench_demo", ["--quick", "--restores", "50", "--envs", "2", "--start-envs", "2"], ["bench_demo.json"]),
+    ("toy_horizon", ["--quick", "--lengths", "8", "--caps", "none", "--seeds", "1", "--budget", "1000"],
+     ["toy_horizon.json", "toy_horizon.png"]),
 ])
 def test_a_default_run_writes_under_runs_bench_and_leaves_the_committed_results_alone(tmp_path, script, args,
                                                                                      outputs):
@@ -460,7 +462,7 @@ def test_a_figure_that_fails_to_save_leaves_the_old_png_and_no_temporary_file(tm
 
 
 @pytest.mark.parametrize("script, args", [("toy_scaling", ["--quick"]), ("bench_demo", ["--quick"]),
-                                          ("bench_train", ["--device", "cpu"])])
+                                          ("bench_train", ["--device", "cpu"]), ("toy_horizon", ["--quick"])])
 def test_an_unusable_default_output_directory_is_one_line_before_any_work(tmp_path, script, args):
     import os
 
