@@ -406,3 +406,12 @@ class ActorCritic(nn.Module):
         logits, value, new_state = self(obs, state, episode_starts)
         action, logprob = choose_actions(logits, deterministic, epsilon)
         return action, logprob, value, new_state
+
+
+def build_policy(config: PolicyConfig) -> nn.Module:
+    """The CNN actor-critic for Atari; ``arch="mlp"`` gives the small MLP used by the toy env."""
+    if config.arch == "mlp":
+        from curriculum_ppo.ppo.mlp_policy import MLPActorCritic
+
+        return MLPActorCritic(config)
+    return ActorCritic(config)
