@@ -239,8 +239,8 @@ def load_for_eval(path: str | os.PathLike, device) -> LoadedCheckpoint:
     """Read a checkpoint and build its policy on ``device``; every problem is a one-line UserError."""
     from curriculum_ppo.envs.atari import AtariConfig
     from curriculum_ppo.episode_rules import EpisodeRulesConfig
-    from curriculum_ppo.ppo.policy import PolicyConfig
-    from curriculum_ppo.train import build_policy, load_checkpoint
+    from curriculum_ppo.ppo.policy import PolicyConfig, build_policy
+    from curriculum_ppo.train import load_checkpoint  # moves to training.run_dir with the run-dir format
 
     path = Path(path)
     if path.is_dir():
@@ -707,7 +707,7 @@ def evaluate(checkpoint: str | os.PathLike, settings: EvalSettings, json_out: st
              stdout=None) -> dict:
     """The whole ``curriculum-ppo evaluate`` command; returns the result dict (also written to ``json_out``)."""
     from curriculum_ppo.emulator import display_name
-    from curriculum_ppo.train import pick_device
+    from curriculum_ppo.device import pick_device
 
     stdout = stdout or sys.stdout
     settings.validate()
