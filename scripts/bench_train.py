@@ -112,6 +112,18 @@ def bench_env_only(num_envs, workers, seconds) -> tuple[float, float]:
         return steps / elapsed, cpu / steps
 
 
+def _peak_rss_bytes(pids: list[int]) -> list[int]:
+    """Peak resident memory (VmHWM, Linux /proc) of each of ``pids``, 0 where it cannot be read."""
+    peaks = []
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+            peaks.append(next(int(line.split()[1]) * 1024 for line in lines if line.startswith("VmHWM:")))
+        except (OSError, StopIteration):
+            peaks.append(0)
+    return peaks
+
+
 def _cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of other processes (Linux /proc), in seconds."""
     total = 0.0
@@ -300,10 +312,14 @@ def trainer_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch, work
                  threads=None, env_groups=1, learner_steps_envs=False, groups_by_worker=False,
                  spin_wait_us=0.0) -> int:
     """The Trainer as ``train`` runs it, for ``rollouts`` rollouts; returns the workers' peak RSS (bytes)."""
-    from curriculum_ppo.train import Trainer, TrainConfig
+    from curriculum_ppo.training.config import TrainConfig
+    from curriculum_ppo.training.loop import Trainer
 
     class TimedTrainer(Trainer):
-        """Tells the clock when each rollout starts and when each update is done; changes nothing else."""
+        """Tells the clock when each rollout starts and when each update is done, and reads the env
+        workers' peak RSS before they exit; changes nothing else."""
+
+        worker_peak_rss: list[int] | tuple = ()
 
         def _collect(self, *args, **kwargs):
             clock.rollout_started()
@@ -313,6 +329,11 @@ def trainer_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch, work
             super()._after_update(*args, **kwargs)
             sync(self.device)
             clock.update_finished()
+
+        def _close_envs(self):
+            if self.pool is not None and not self._envs_closed:
+                self.worker_peak_rss = _peak_rss_bytes([p.pid for p in getattr(self.pool, "processes", [])])
+            super()._close_envs()
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(demo=DEMO, num_envs=num_envs, num_workers=workers, num_steps=steps,
@@ -473,7 +494,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    from curriculum_ppo.train import pick_device
+    from curriculum_ppo.device import pick_device
 
     device = pick_device(args.device)
     rollouts = args.updates + 1
