@@ -526,6 +526,20 @@ def counts_between(older: dict, newer: dict) -> tuple[np.ndarray, np.ndarray, np
     return played * int(newer["frame_granularity"]), delta[0, played], delta[1, played]
 
 
+def state_summary(state: dict) -> dict:
+    """What a saved :meth:`CurriculumScheduler.state_dict` says, read without a scheduler.
+
+    ``window_start`` is the front of the window, ``start_frame`` where episodes start (the front,
+    or 0 once ``done``), ``demo_length`` the demo's length (None if the state does not say).
+    Readers of checkpoints use this instead of the state's internal slots.
+    """
+    front = int(state["slot"]) * int(state.get("frame_granularity", 1))
+    done = bool(state.get("done"))
+    length = state.get("demo_length")
+    return {"demo_length": None if length is None else int(length), "window_start": front, "done": done,
+            "start_frame": 0 if done else front}
+
+
 def _num_slots(demo_length: int, granularity: int) -> int:
     """Start-frame slots of a demo: frames 0, g, 2g, ... up to its last frame."""
     return (demo_length - 1) // granularity + 1

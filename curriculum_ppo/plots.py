@@ -1,12 +1,11 @@
 """PNG plots of a run: learning curve, the curriculum's march back through the demo, success rate.
 
-Read from ``metrics.jsonl`` so ``curriculum-ppo plot RUN_DIR`` can redraw them
-for any run, finished or not, without the trainer.
+Drawn from ``metrics.jsonl`` (read by :func:`curriculum_ppo.training.run_dir.read_metrics`) so
+``curriculum-ppo plot RUN_DIR`` can redraw them for any run, finished or not, without the trainer.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -16,23 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from curriculum_ppo.atomic import atomic_path  # noqa: E402
 from curriculum_ppo.errors import UserError  # noqa: E402
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        raise UserError(f"{run_dir} has no metrics.jsonl (is it a training run directory?)")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number == len(path.read_text().splitlines()):
-                break  # a line cut by a crash mid-write: ignore the tail
-            raise UserError(f"{path}:{number} is not valid JSON") from None
-    return rows
+from curriculum_ppo.training.run_dir import read_metrics  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

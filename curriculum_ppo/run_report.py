@@ -1,8 +1,9 @@
 """``curriculum-ppo inspect RUN_DIR``: the state of a training run on one screen.
 
 Reads only small files (``config.json``, the tail of ``metrics.jsonl``, the
-directory listing), never the checkpoints, so it is instant and safe to run
-while the trainer is writing.
+directory listing) through :mod:`curriculum_ppo.training.run_dir`, and the
+checkpoints only for ``--since``, so it is instant and safe to run while the
+trainer is writing.
 """
 
 from __future__ import annotations
@@ -13,43 +14,9 @@ import time
 from pathlib import Path
 
 from curriculum_ppo.errors import UserError
+from curriculum_ppo.training.run_dir import RunDir, read_json, read_latest_metrics
 
 PLOTS = ("curriculum.png", "score.png", "success.png", "success_by_start.png")
-
-
-def _read_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a JSON object")
-    return data
-
-
-def read_latest_metrics(path: Path) -> tuple[dict | None, int]:
-    """(last complete row, number of rows) of ``metrics.jsonl``; a line cut mid-write is skipped."""
-    if not path.exists():
-        return None, 0
-    rows = 0
-    last = None
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows += 1
-            last = row
-    return last, rows
 
 
 def _demo_info(demo: str | None) -> dict:
@@ -75,20 +42,6 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86400:.0f} days ago"
 
 
-def _checkpoint_path(run_dir: Path, name: str) -> Path:
-    """A bare file name is looked up in ``RUN/checkpoints`` (never in the current directory, which may
-    hold another run's checkpoints); anything with a directory part is a path as given."""
-    path = Path(name)
-    if path.parent == Path("."):
-        inside = run_dir / "checkpoints" / name
-        if not inside.exists():
-            raise UserError(f"checkpoint not found: {inside}")
-        return inside
-    if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
-    return path
-
-
 def success_since(run_dir: Path, since: str, until: str | None = None, bin_frames: int | None = None,
                   starts: tuple[int, int] | None = None) -> dict:
     """Success by start frame over the episodes between checkpoint ``since`` and ``until`` (default ``latest.pt``).
@@ -98,18 +51,20 @@ def success_since(run_dir: Path, since: str, until: str | None = None, bin_frame
     ``starts=(first, last)`` limits the table to those start frames, in one
     range unless ``bin_frames`` cuts it.
     """
-    from curriculum_ppo.curriculum import counts_between
-    from curriculum_ppo.train import load_checkpoint, success_by_start_table
+    from curriculum_ppo.curriculum import counts_between, state_summary
+    from curriculum_ppo.training.run_dir import load_checkpoint, saved_scheduler_state
+    from curriculum_ppo.training.stats import success_by_start_table
 
-    older_path = _checkpoint_path(run_dir, since)
-    newer_path = _checkpoint_path(run_dir, until or "latest.pt")
+    older_path = RunDir(run_dir).find_checkpoint(since)
+    newer_path = RunDir(run_dir).find_checkpoint(until or "latest.pt")
     older, newer = load_checkpoint(older_path), load_checkpoint(newer_path)
-    states = [json.loads(c["scheduler_json"]) if c.get("scheduler_json") else None for c in (older, newer)]
+    states = [saved_scheduler_state(c) for c in (older, newer)]
     if states[0] is None or states[1] is None:
         raise UserError(f"--since: {older_path if states[0] is None else newer_path} holds no curriculum "
                         "(a run without a demo)")
     frames, attempts, successes = counts_between(states[0], states[1])
-    length = int(states[1]["demo_length"])
+    newest = state_summary(states[1])
+    length = newest["demo_length"]
     if starts is None:
         table = success_by_start_table(frames, attempts, successes, length, bin_frames=bin_frames)
     else:
@@ -119,7 +74,7 @@ def success_since(run_dir: Path, since: str, until: str | None = None, bin_frame
         table = success_by_start_table(frames, attempts, successes, length, bin_frames=bin_frames or last - first + 1,
                                        first=first, last=last)
     table.update({"since": str(older_path), "since_frames": older.get("frames"), "until": str(newer_path),
-                  "frames": newer.get("frames"), "start_frame": states[1]["slot"] * states[1]["frame_granularity"]})
+                  "frames": newer.get("frames"), "start_frame": newest["window_start"]})
     return table
 
 
@@ -128,8 +83,9 @@ def collect(run_dir: str | Path, since: str | None = None, **since_options) -> d
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory not found: {run_dir}")
-    config = _read_json(run_dir / "config.json")
-    metrics_path = run_dir / "metrics.jsonl"
+    layout = RunDir(run_dir)
+    config = read_json(layout.config)
+    metrics_path = layout.metrics
     if config is None and not metrics_path.exists():
         raise UserError(f"{run_dir} is not a training run directory (no config.json or metrics.jsonl)")
     config = config or {}
@@ -151,15 +107,13 @@ def collect(run_dir: str | Path, since: str | None = None, **since_options) -> d
         "version": config.get("version"),
     }
     checkpoints = []
-    ckpt_dir = run_dir / "checkpoints"
-    if ckpt_dir.is_dir():
-        for path in sorted(ckpt_dir.glob("*.pt")):
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            checkpoints.append({"name": path.name, "path": str(path), "bytes": st.st_size,
-                                "age_s": round(now - st.st_mtime, 1)})
+    for path in layout.list_checkpoints():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        checkpoints.append({"name": path.name, "path": str(path), "bytes": st.st_size,
+                            "age_s": round(now - st.st_mtime, 1)})
     plots = []
     for name in PLOTS:
         path = run_dir / name
@@ -169,7 +123,7 @@ def collect(run_dir: str | Path, since: str | None = None, **since_options) -> d
     if latest and summary["total_frames"]:
         progress = min(1.0, latest.get("frames", 0) / summary["total_frames"])
     metrics_age = round(now - metrics_path.stat().st_mtime, 1) if metrics_path.exists() else None
-    by_start = _read_json(run_dir / "success_by_start.json")
+    by_start = read_json(layout.success_by_start)
     info = {"run_dir": str(run_dir), "config": summary, "updates_logged": rows, "latest": latest,
             "progress": progress, "metrics_age_s": metrics_age, "checkpoints": checkpoints, "plots": plots,
             "success_by_start": by_start}

@@ -385,3 +385,22 @@ def test_counts_between_two_states_of_one_run():
         counts_between(sched.state_dict(), older)
     with pytest.raises(UserError, match="differ in demo_length"):
         counts_between(CurriculumScheduler(N + 1, CurriculumConfig(window=200)).state_dict(), older)
+
+
+def test_state_summary_reads_a_saved_state_as_the_scheduler_does():
+    """Checkpoint readers (evaluate, inspect --since) get the start frame from ``state_summary``, not the slots."""
+    from curriculum_ppo.curriculum import state_summary
+
+    sched = CurriculumScheduler(N, CurriculumConfig(window=200, min_episodes=20), frame_granularity=7)
+    record_many(sched, sched.start_frame, 20, 0)
+    assert sched.update() == "back"
+    summary = state_summary(json.loads(json.dumps(sched.state_dict())))
+    assert summary == {"demo_length": N, "window_start": sched.start_frame, "done": False,
+                       "start_frame": sched.start_frame}
+    assert summary["start_frame"] % 7 == 0 and summary["start_frame"] < N - 200
+    while not sched.done:  # succeed everywhere until the window reached frame 0
+        for _ in range(20):
+            sched.record(sched.start_frame, True)
+        sched.update()
+    summary = state_summary(sched.state_dict())
+    assert summary["done"] and summary["start_frame"] == 0 == sched.start_frame == summary["window_start"]
