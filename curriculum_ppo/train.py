@@ -9,7 +9,7 @@ network from :mod:`curriculum_ppo.ppo.policy`.
 from curriculum_ppo.device import GPU_LEARNER_THREADS, learner_torch_threads, pick_device
 from curriculum_ppo.ppo.policy import build_policy
 from curriculum_ppo.training.config import TrainConfig
-from curriculum_ppo.training.loop import Trainer, env_spec
+from curriculum_ppo.training.loop import Trainer, env_factory
 from curriculum_ppo.training.run_dir import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, RANK_STATE_FORMAT,
                                              RANK_STATE_KEYS, cut_metrics_log, cut_metrics_rows, load_checkpoint,
                                              rank_state_digest)
@@ -18,5 +18,5 @@ from curriculum_ppo.training.stats import EpisodeStats, success_by_start_table
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "GPU_LEARNER_THREADS", "RANK_STATE_FORMAT", "RANK_STATE_KEYS",
            "EpisodeStats", "TrainConfig", "Trainer", "build_policy", "cut_metrics_log", "cut_metrics_rows",
-           "env_seed", "env_spec", "learner_reseed", "learner_torch_threads", "load_checkpoint", "pick_device",
+           "env_factory", "env_seed", "learner_reseed", "learner_torch_threads", "load_checkpoint", "pick_device",
            "rank_state_digest", "success_by_start_table"]

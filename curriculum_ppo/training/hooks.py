@@ -21,7 +21,7 @@ from curriculum_ppo.curriculum import CurriculumScheduler, StallDetector
 from curriculum_ppo.distributed import DistContext
 from curriculum_ppo.exploration import ExplorationBudget
 from curriculum_ppo.training.stats import EpisodeStats
-from curriculum_ppo.workers import REAL_START
+from curriculum_ppo.vec.pool import REAL_START
 
 SUCCESS_STOP_MIN_EPISODES = 20
 """``--stop-at-success`` decides on at least this many episodes from the game start (all ranks together)."""
@@ -38,6 +38,8 @@ class CurriculumHooks:
                  rng: np.random.Generator, dist: DistContext, num_envs: int):
         self.scheduler, self.stall, self.explore, self.rng = scheduler, stall, explore, rng
         self.dist, self.num_envs = dist, num_envs
+        self.next_start = np.full(num_envs, REAL_START, np.int64)
+        """The start frame each env was last told to use for its next episode (:data:`REAL_START`: the game start)."""
         # This session's exploring episodes (and how many tied the demo): not in the curriculum's statistics.
         self.explored_episodes = self.explored_successes = 0
 
@@ -55,20 +57,25 @@ class CurriculumHooks:
         global_index = self.dist.rank * self.num_envs + env_index
         return self.scheduler.sample_start(self.rng, global_index, self.dist.world_size * self.num_envs)
 
+    def set_start(self, pool, env_index: int, start: int) -> None:
+        """Tell env ``env_index`` where its next episode starts, on the pool's reset-options channel."""
+        self.next_start[env_index] = start
+        pool.set_options({"start_frame": None if start == REAL_START else int(start)}, env_index)
+
     def begin_episode(self, pool, env_index: int) -> None:
-        """Env ``env_index`` just began an episode at ``pool.next_start[env_index]`` (workers restart
-        an env as soon as its episode ends): decide whether it explores (only starts in the curriculum
-        window may), then choose where its following episode will start."""
-        start = int(pool.next_start[env_index])
+        """Env ``env_index`` just began an episode at ``next_start[env_index]`` (the envs restart as soon
+        as an episode ends): decide whether it explores (only starts in the curriculum window may),
+        then choose where its following episode will start."""
+        start = int(self.next_start[env_index])
         sched = self.scheduler
         in_window = sched is not None and not sched.done and start != REAL_START and sched.in_window(start)
         self.explore.begin(env_index, in_window, self.rng)
-        pool.next_start[env_index] = self.sample_start(env_index)
+        self.set_start(pool, env_index, self.sample_start(env_index))
 
     def start_envs(self, pool) -> None:
         """Begin an episode in every env at a start the curriculum picks."""
         for i in range(self.num_envs):
-            pool.next_start[i] = self.sample_start(i)
+            self.set_start(pool, i, self.sample_start(i))
         pool.reset()
         for i in range(self.num_envs):
             self.begin_episode(pool, i)

@@ -46,35 +46,16 @@ from curriculum_ppo.training.run_dir import (RunDir, capture_rank_state, check_r
 from curriculum_ppo.training.seeds import env_seed, learner_reseed, learner_seed
 from curriculum_ppo.training.stats import EpisodeStats, success_by_start_table
 from curriculum_ppo.training.updater import Updater
-from curriculum_ppo.workers import EnvSpec, WorkerError, make_pool
+from curriculum_ppo.envs.registry import EnvFactory
+from curriculum_ppo.vec.pool import WorkerError, make_pool
 
 
-def env_spec(config: TrainConfig) -> tuple[EnvSpec, dict]:
-    """The envs' spec and what the run needs to know about the demo (length, reward frames, return, game).
-
-    Reading the demo here validates it once (and builds the machine's shared copy) before any
-    env, worker process or file of the run exists.
-    """
-    if config.env_kind == "toy":
-        from curriculum_ppo.envs.toy import toy_demo_info
-
-        return EnvSpec(kind="toy", toy=dict(config.toy)), toy_demo_info(**config.toy)
-    if config.demo is None and config.game is None:
-        raise UserError("give --demo FILE.h5 (or --game to train without a demo)")
-    info = {"length": 0, "reward_frames": [], "total_return": None, "game": config.game}
-    if config.demo is not None:
-        from curriculum_ppo.demo.shared import open_shared_demo
-        from curriculum_ppo.emulator import resolve_game
-        from curriculum_ppo.episode_rules import unreachable_message
-
-        demo = open_shared_demo(config.demo)
-        if config.game is not None and resolve_game(config.game) != demo.game:
-            raise UserError(f"--game {config.game} does not match the demo, which is a {demo.game} demo")
-        info = {"length": len(demo), "reward_frames": [t + 1 for t, _ in demo.reward_events()],
-                "total_return": demo.total_return, "game": demo.game, "rom_md5": demo.attrs.get("rom_md5"),
-                "unreachable": unreachable_message(demo.cumulative_return, config.rules)}
-    spec = EnvSpec(game=info["game"], demo_path=config.demo, atari=asdict(config.atari), rules=asdict(config.rules))
-    return spec, info
+def env_factory(config: TrainConfig) -> EnvFactory:
+    """The registry's factory of the run's envs (:mod:`curriculum_ppo.envs.registry`)."""
+    if config.env_kind == "atari":
+        return EnvFactory("atari", game=config.game, demo_path=config.demo, atari=asdict(config.atari),
+                          rules=asdict(config.rules))
+    return EnvFactory(config.env_kind, **config.toy)
 
 
 class Trainer:
@@ -109,12 +90,15 @@ class Trainer:
 
     def _build(self, resume: bool) -> None:
         config = self.config
-        self.spec, self.demo_info = env_spec(config)  # a bad demo is refused before the run dir is touched
+        self.factory = env_factory(config)
+        # Reading the demo validates it once (and builds the machine's shared copy) before any env,
+        # worker process or file of the run exists: a bad demo is refused before the run dir is touched.
+        self.demo_info = self.factory.demo_info()
         checkpoint = self.store.open(resume, self.dist.is_main, config.to_dict())
         torch.manual_seed(learner_seed(config.seed, self.dist.rank))
         self.rng = np.random.default_rng(learner_seed(config.seed, self.dist.rank))
         seed = env_seed(config.seed, self.dist.rank, int(checkpoint["updates"]) if checkpoint is not None else 0)
-        self.pool = make_pool(self.spec, config.num_envs, config.num_workers, seed=seed,
+        self.pool = make_pool(self.factory, config.num_envs, config.num_workers, seed=seed,
                               num_groups=config.env_groups, learner_is_worker=config.learner_steps_envs,
                               groups_by_worker=config.groups_by_worker, spin_seconds=config.spin_wait_us * 1e-6)
         self.policy_config = PolicyConfig(num_actions=self.pool.num_actions, arch=config.arch,
