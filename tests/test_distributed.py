@@ -8,7 +8,7 @@ import sys
 import torch
 
 from curriculum_ppo.run_lock import RunLock
-from curriculum_ppo.train import load_checkpoint, rank_state_digest
+from curriculum_ppo.training.run_dir import load_checkpoint, rank_state_digest
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 

@@ -95,7 +95,8 @@ def test_the_lock_is_exclusive_within_one_process_too_and_released_on_close(tmp_
 
 
 def test_a_trainer_holds_its_run_dir_until_closed_and_refuses_a_held_one(tmp_path):
-    from curriculum_ppo.train import Trainer, TrainConfig
+    from curriculum_ppo.training.config import TrainConfig
+    from curriculum_ppo.training.loop import Trainer
 
     config = TrainConfig(env_kind="toy", toy={"length": 3, "num_actions": 2}, arch="mlp", device="cpu",
                          num_envs=2, num_workers=0, num_steps=8, total_frames=16, status_every=1e9)

@@ -15,8 +15,12 @@ import pytest
 import torch
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.train import (Trainer, TrainConfig, env_seed, learner_torch_threads, load_checkpoint,
-                                  success_by_start_table)
+from curriculum_ppo.device import learner_torch_threads
+from curriculum_ppo.training.config import TrainConfig
+from curriculum_ppo.training.loop import Trainer
+from curriculum_ppo.training.run_dir import load_checkpoint
+from curriculum_ppo.training.seeds import env_seed
+from curriculum_ppo.training.stats import success_by_start_table
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 # --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
@@ -236,7 +240,7 @@ def test_resume_cuts_the_metrics_logged_after_the_checkpoint(tiny_run, tmp_path)
 
 
 def test_cut_metrics_rows_keeps_what_is_not_a_later_row():
-    from curriculum_ppo.train import cut_metrics_rows
+    from curriculum_ppo.training.run_dir import cut_metrics_rows
 
     text = '{"updates": 1}\n{"updates": 2}\nnot json\n{"updates": 3}\n{"updates": 4}\n{"upd'
     assert cut_metrics_rows(text, 2) == ('{"updates": 1}\n{"updates": 2}\nnot json\n', 3)
