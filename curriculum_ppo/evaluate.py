@@ -240,7 +240,7 @@ def load_for_eval(path: str | os.PathLike, device) -> LoadedCheckpoint:
     from curriculum_ppo.envs.atari import AtariConfig
     from curriculum_ppo.episode_rules import EpisodeRulesConfig
     from curriculum_ppo.ppo.policy import PolicyConfig, build_policy
-    from curriculum_ppo.train import load_checkpoint  # moves to training.run_dir with the run-dir format
+    from curriculum_ppo.training.run_dir import load_checkpoint
 
     path = Path(path)
     if path.is_dir():

@@ -161,8 +161,8 @@ def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_pa
     try:
         trainer.scheduler._slot = 300
         for i in range(2):
-            trainer.pool.next_start[i] = trainer._sample_start(i)
-            assert trainer.pool.next_start[i] > trainer.scheduler.window_end
+            trainer.hooks.set_start(trainer.pool, i, trainer._sample_start(i))
+            assert trainer.hooks.next_start[i] > trainer.scheduler.window_end
             trainer._begin_episode(i)
         assert trainer.explore.epsilons(slice(None)) is None and not trainer.explore.exploring.any()
     finally:
