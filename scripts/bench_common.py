@@ -12,6 +12,7 @@ and gives a record for the script's JSON.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -172,3 +173,40 @@ class LoadCheck:
         if warning and warn:
             print(warning, file=stream or sys.stderr, flush=True)
         return self.record
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def prepare_outputs(script: str, json_path: Path | None, png_path: Path | None) -> tuple[Path, Path]:
+    """The JSON path (default under runs/bench/SCRIPT/) and the PNG beside it, checked writable before long work.
+
+    Exits with one line (``SCRIPT: error: ...``) when either cannot be written.
+    """
+    from curriculum_ppo.atomic import check_destination
+
+    try:
+        json_path = json_path if json_path is not None else default_output(script, f"{script}.json")
+        png_path = png_path if png_path is not None else json_path.with_suffix(".png")
+        for path, flag in ((json_path, "--json"), (png_path, "--png")):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the directory of {flag} {path}: {exc.strerror or exc}") from None
+            check_destination(path, flag)
+    except UserError as exc:
+        raise SystemExit(f"{script}: error: {exc}") from None
+    return json_path, png_path

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import LoadCheck, default_output, write_json  # scripts/ is on sys.path when a script runs
+from bench_common import LoadCheck, default_output, non_negative_int, positive_int, write_json  # scripts/ is on sys.path when a script runs
 from bench_learning import cpu_model
 from curriculum_ppo.atomic import check_destination
 from curriculum_ppo.curriculum import CurriculumConfig
@@ -356,19 +356,6 @@ def print_table(rows: list[dict], rules: dict[str, EpisodeRulesConfig]) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
 
 def _shown(path: Path | None) -> str | None:
     """``path`` relative to the checkout when it lies inside it (so a committed JSON names no machine's paths)."""
@@ -397,14 +384,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", type=Path, help="demo file (default: the long Breakout demo of make_long_demo.py, "
                                                   "made in runs/bench/long_demo/ if missing)")
     parser.add_argument("--quick", action="store_true", help="2 starts per region and 2 random episodes per start")
-    parser.add_argument("--starts-per-region", type=_positive, help="start frames per region (default 7; --quick: 2)")
-    parser.add_argument("--random-episodes", type=_non_negative,
+    parser.add_argument("--starts-per-region", type=positive_int, help="start frames per region (default 7; --quick: 2)")
+    parser.add_argument("--random-episodes", type=non_negative_int,
                         help="random-agent episodes per start (default 20; --quick: 2)")
-    parser.add_argument("--success-horizon", type=_positive, default=defaults.success_horizon,
+    parser.add_argument("--success-horizon", type=positive_int, default=defaults.success_horizon,
                         help="H of the horizon rule (default %(default)s)")
-    parser.add_argument("--max-episode-frames", type=_positive, default=defaults.max_episode_frames,
+    parser.add_argument("--max-episode-frames", type=positive_int, default=defaults.max_episode_frames,
                         help="episode cap of the capped rules (default %(default)s)")
-    parser.add_argument("--decided-frames", type=_non_negative, default=300,
+    parser.add_argument("--decided-frames", type=non_negative_int, default=300,
                         help="judge the standing and random agents only from starts where the demo needed at least "
                              "this many frames to tie its target (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_learning import cpu_model  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import check_destination, write_text_atomic
 from curriculum_ppo.demo.action_script import expand, read_action_script
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
@@ -428,15 +429,6 @@ def main(argv=None) -> int:
     print(f"wrote {out} and {json_path}")
     return 0
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def explicit_params(args: argparse.Namespace, p: Params) -> list[str]:

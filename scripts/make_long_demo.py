@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import bench_dir, write_json  # scripts/ is on sys.path when a script runs
+from bench_common import bench_dir, non_negative_int, positive_int, write_json  # scripts/ is on sys.path when a script runs
 from curriculum_ppo.atomic import write_text_atomic
 from curriculum_ppo.demo.action_script import format_action_script
 from curriculum_ppo.demo.record import record_script
@@ -427,32 +427,19 @@ def print_summary(summary: dict) -> None:
     print(f"demo {summary['demo']} ({verified}); summary in {Path(summary['demo']).parent / SUMMARY_NAME}")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, help="where to write (default runs/bench/long_demo/)")
-    parser.add_argument("--max-frames", type=_positive, help="stop the demo at this many frames (for quick checks)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop the demo at this many frames (for quick checks)")
     parser.add_argument("--seed", type=int, default=Settings.seed)
-    parser.add_argument("--sparse-bricks", type=_non_negative, default=Settings.sparse_bricks,
+    parser.add_argument("--sparse-bricks", type=non_negative_int, default=Settings.sparse_bricks,
                         help="the last bricks of each wall, paced to spread over --frames (default %(default)s)")
-    parser.add_argument("--frames", type=_positive, default=Settings.frames,
+    parser.add_argument("--frames", type=positive_int, default=Settings.frames,
                         help="length aimed at, in frames (default %(default)s)")
-    parser.add_argument("--max-gap", type=_positive, default=Settings.max_gap,
+    parser.add_argument("--max-gap", type=positive_int, default=Settings.max_gap,
                         help="most frames without a reward before the last brick (default %(default)s)")
-    parser.add_argument("--tail", type=_non_negative, default=Settings.tail,
+    parser.add_argument("--tail", type=non_negative_int, default=Settings.tail,
                         help="least frames played after the last brick (default %(default)s)")
     parser.add_argument("--no-verify", action="store_true", help="skip replaying the demo with verify")
     parser.add_argument("--force", action="store_true", help="make the demo again even if one with these settings exists")

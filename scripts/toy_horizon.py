@@ -72,12 +72,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test imports this file
 import toy_scaling  # noqa: E402
-from bench_common import LoadCheck, default_output, save_figure, write_json  # noqa: E402
-from curriculum_ppo.atomic import check_destination  # noqa: E402
+from bench_common import LoadCheck, prepare_outputs, save_figure, write_json  # noqa: E402
 from curriculum_ppo.envs.toy import batch_success_rate, toy_demo  # noqa: E402
 from curriculum_ppo.episode_rules import (EpisodeRulesConfig, success_stretches, success_targets,  # noqa: E402
                                          unreachable_message)
-from curriculum_ppo.errors import UserError  # noqa: E402
 from curriculum_ppo.train import Trainer  # noqa: E402
 
 RULES = ("horizon", "demo_end")
@@ -381,19 +379,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:  # before minutes of training, not after
-        if args.json is None:
-            args.json = default_output("toy_horizon", "toy_horizon.json")
-        if args.png is None:
-            args.png = args.json.with_suffix(".png")
-        for path, flag in ((args.json, "--json"), (args.png, "--png")):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot create the directory of {flag} {path}: {exc.strerror or exc}") from None
-            check_destination(path, flag)
-    except UserError as exc:
-        raise SystemExit(f"toy_horizon: error: {exc}") from None
+    args.json, args.png = prepare_outputs("toy_horizon", args.json, args.png)  # before minutes of training
 
     s = Settings(**QUICK) if args.quick else Settings()
     for name, attr in (("budget", "budget"), ("seeds", "seeds"), ("lengths", "lengths"), ("rules", "rules"),

@@ -53,11 +53,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when a test imports this file
-from bench_common import LoadCheck, default_output, save_figure, write_json  # noqa: E402
-from curriculum_ppo.atomic import check_destination  # noqa: E402
+from bench_common import LoadCheck, prepare_outputs, save_figure, write_json  # noqa: E402
 from curriculum_ppo.curriculum import CurriculumConfig, UnstickConfig  # noqa: E402
 from curriculum_ppo.envs.toy import batch_success_rate  # noqa: E402
-from curriculum_ppo.errors import UserError  # noqa: E402
 from curriculum_ppo.ppo.learner import PPOConfig  # noqa: E402
 from curriculum_ppo.train import TrainConfig, Trainer  # noqa: E402
 
@@ -359,19 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:  # before minutes of training, not after
-        if args.json is None:
-            args.json = default_output("toy_scaling", "toy_scaling.json")
-        if args.png is None:
-            args.png = args.json.with_suffix(".png")
-        for path, flag in ((args.json, "--json"), (args.png, "--png")):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise UserError(f"cannot create the directory of {flag} {path}: {exc.strerror or exc}") from None
-            check_destination(path, flag)
-    except UserError as exc:
-        raise SystemExit(f"toy_scaling: error: {exc}") from None
+    args.json, args.png = prepare_outputs("toy_scaling", args.json, args.png)  # before minutes of training
 
     s = Settings(**QUICK) if args.quick else Settings()
     if args.budget:
