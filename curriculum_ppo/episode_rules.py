@@ -117,8 +117,10 @@ def demo_cumulative_return(rewards: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(rewards)])
 
 
-def success_targets(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None) -> np.ndarray:
-    """``target[t]``: the demo frame whose score an episode started at frame ``t`` must tie (length ``N + 1``).
+def success_targets(demo_cumulative_return: np.ndarray, config: EpisodeRulesConfig | None = None,
+                    starts: np.ndarray | None = None) -> np.ndarray:
+    """``target[t]``: the demo frame whose score an episode started at frame ``t`` must tie (length ``N + 1``,
+    or one per given ``starts``: an episode's tracker asks for its own start only).
 
     The demo has that score at frame ``target[t]``, i.e. after its action ``target[t] - 1``. Under
     ``"demo_end"`` every target is ``N``. Under ``"horizon"`` it is one past the first positive reward
@@ -129,9 +131,9 @@ def success_targets(demo_cumulative_return: np.ndarray, config: EpisodeRulesConf
     config = config if config is not None else EpisodeRulesConfig()
     cum = np.asarray(demo_cumulative_return, dtype=np.float64)
     n = len(cum) - 1
-    starts = np.arange(n + 1)
+    starts = np.arange(n + 1) if starts is None else np.asarray(starts, dtype=np.int64)
     if config.success_rule == "demo_end":
-        return np.full(n + 1, n, dtype=np.int64)
+        return np.full(len(starts), n, dtype=np.int64)
     events = np.flatnonzero(np.diff(cum) > 0)  # frames f whose action f earned a positive reward
     first = np.searchsorted(events, starts + config.success_horizon, side="left")
     target = np.minimum(n, starts + config.success_horizon).astype(np.int64)
@@ -218,7 +220,7 @@ class DemoEpisodeTracker:
         self.config = config if config is not None else EpisodeRulesConfig()
         self.rng = rng if rng is not None else np.random.default_rng()
         self.returns_to_go = float(self.cum[-1] - self.cum[start])
-        self.target_frame = int(success_targets(self.cum, self.config)[start])
+        self.target_frame = int(success_targets(self.cum, self.config, starts=[start])[0])
         self.target_score = float(self.cum[self.target_frame] - self.cum[start])
         """The demo's score gain from ``start`` to its target frame: what the agent must tie."""
         self.success_frame: int | None = None  # frames_elapsed at which success happened
