@@ -91,17 +91,20 @@ def busy_warning(script: str, load_before: Sequence[float] | None, others_during
     ``load_before``: the 1/5/15-minute load averages before the run (nothing of the benchmark running
     yet, so all of it is other processes'). ``others_during``: the cores other processes used on average
     during the run (the load average after the run is no measure of them: it counts the benchmark's own
-    threads, and a training loop keeps more threads runnable than it has cores). Busy when either is
-    above ``allowed`` (:func:`allowed_other_load`).
+    threads, and a training loop keeps more threads runnable than it has cores). Busy when the measure
+    is above ``allowed`` (:func:`allowed_other_load`). The load average before the run decides only where
+    ``others_during`` could not be measured: it is a decaying average, so right after another benchmark
+    ended it still counts that one, which no longer competes.
     """
-    reasons = []
-    if load_before is not None and load_before[0] > allowed:
-        reasons.append(f"load average {load_before[0]:.2f} before the run")
-    if others_during is not None and others_during > allowed:
-        reasons.append(f"other processes used {others_during:.2f} cores during it")
-    if not reasons:
+    if others_during is not None:
+        if others_during <= allowed:
+            return None
+        reason = f"other processes used {others_during:.2f} cores during it"
+    elif load_before is not None and load_before[0] > allowed:
+        reason = f"load average {load_before[0]:.2f} before the run"
+    else:
         return None
-    return (f"{script}: warning: the machine is busy ({' and '.join(reasons)}; this run uses "
+    return (f"{script}: warning: the machine is busy ({reason}; this run uses "
             f"{cores_used:g} of {cores_total:g} cores, so more than {allowed:.2f} from others slows it): "
             f"these timings are not trustworthy")
 
