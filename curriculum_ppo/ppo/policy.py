@@ -234,10 +234,9 @@ class ActorCritic(nn.Module):
             head_in = 2 * fc_size
         self.policy_head = layer_init(nn.Linear(head_in, config.num_actions), std=0.01)
         self.value_head = layer_init(nn.Linear(head_in, 1), std=1.0)
-        # NHWC ("channels_last") lets oneDNN/cuDNN pick their fast convolution kernels:
-        # measured 1.7x faster forward+backward for the Nature CNN on a 2-core CPU
-        # (764 -> 1,315 samples/s, batch 256). The weights' layout is invisible to users
-        # (state_dicts load either way).
+        # NHWC ("channels_last") lets oneDNN/cuDNN pick their fast convolution kernels (the speed-up
+        # is in docs/benchmarks.md). The weights' layout is invisible to users (state_dicts load
+        # either way).
         self.cnn.to(memory_format=torch.channels_last)
 
     # ------------------------------------------------------------------ helpers
@@ -278,22 +277,17 @@ class ActorCritic(nn.Module):
           and all pieces run as one packed ``nn.GRU`` call, each from zero or, for a piece that
           continues an episode, from the env's ``state``. One cuDNN call per minibatch however many
           episodes start in it, so always used on GPUs. On CPUs the recurrence is then only as
-          deep as the longest piece, but each step of a packed batch costs more. On 2-core CPUs,
-          for a whole update step (Nature CNN + GRU 512, 128 steps; ``scripts/bench_gru_paths.py``,
-          Intel Xeon VM, 2026-11-27, ``scripts/results/bench_gru_paths_cpu_run{1,2}.json``) packed
-          was 1.06-1.21x as fast as stretches with 1 env per minibatch (training's default: 8 envs,
-          8 minibatches; 4 of 4 cases), 0.96-1.07x with 2, 0.87-1.09x with 4 and 0.67-1.04x with 8.
-          The limit of 4 envs below rests on an earlier microbenchmark of the GRU alone on an AMD
-          EPYC VM (printed, not saved), which favoured packed for 1 and 4 envs (2.4x and 1.7x with
-          ~26-step episodes) and stretches for 8 envs with ~100-step episodes (0.56x). So CPUs use
-          it for minibatches of at most 4 envs or when the longest piece is at most half the
-          segment.
+          deep as the longest piece, but each step of a packed batch costs more: measured on 2-core
+          CPUs (``scripts/bench_gru_paths.py``; figures in docs/benchmarks.md, "The GRU's two
+          paths"), packed wins with few envs per minibatch and loses with many envs whose episode
+          pieces are long. So CPUs use it for minibatches of at most 4 envs or when the longest
+          piece is at most half the segment.
         * stretches: the segment is cut at every step where some env starts an episode, one
           ``nn.GRU`` call per stretch.
 
         Both replaced a Python loop of ``GRUCell`` steps, hundreds of small kernels per minibatch,
-        which made recurrent updates 16x slower than the CNN's on an H100 (``scripts/results/gpu``,
-        measured before the change). Finding the cuts reads ``episode_starts`` on the host: one
+        which made recurrent updates many times slower than the CNN's on a GPU (docs/benchmarks.md).
+        Finding the cuts reads ``episode_starts`` on the host: one
         sync per segment (none for a single step, as in rollouts).
         """
         if features.is_cuda:
