@@ -1,6 +1,6 @@
 """``curriculum-ppo evaluate`` and ``curriculum-ppo plot``: argument parsing only.
 
-The work is done in :mod:`curriculum_ppo.evaluate` and :mod:`curriculum_ppo.plots`;
+The work is done in :mod:`curriculum_ppo.evaluation` and :mod:`curriculum_ppo.plots`;
 ``inspect RUN_DIR`` (in :mod:`curriculum_ppo.cli`) uses :mod:`curriculum_ppo.run_report`.
 """
 
@@ -75,7 +75,8 @@ def add_evaluate_parsers(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    from curriculum_ppo.evaluate import EvalSettings, evaluate
+    from curriculum_ppo.evaluation.command import evaluate
+    from curriculum_ppo.evaluation.protocols import EvalSettings
 
     settings = EvalSettings(
         episodes=args.episodes, protocols=_protocols(args.protocol), noop_max=args.noop_max, sticky=args.sticky,

@@ -248,7 +248,11 @@ def test_truncated_and_incompatible_checkpoints(capsys, checkpoint, tmp_path):
 
 def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tmp_path):
     """A GRU checkpoint (fresh weights in the trained checkpoint's frame): the state is zeroed per episode."""
-    from curriculum_ppo.evaluate import EvalEnvFactory, EvalPlan, EvalSettings, load_for_eval, run_episodes
+    from curriculum_ppo.evaluation.checkpoint import load_for_eval
+    from curriculum_ppo.evaluation.env import EvalEnvFactory
+    from curriculum_ppo.evaluation.plan import EvalPlan
+    from curriculum_ppo.evaluation.protocols import EvalSettings
+    from curriculum_ppo.evaluation.runner import run_episodes
     from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig
 
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
@@ -286,7 +290,10 @@ def test_results_do_not_depend_on_where_the_envs_run(checkpoint):
     """The same jobs played by envs in this process and by two worker processes: each env learns its
     next job from its reset options, so every result (score, frames, end, the env that played it and
     a digest of its actions) is the same; 7 jobs on 3 envs leave envs idle at the end."""
-    from curriculum_ppo.evaluate import EvalSettings, build_plan, load_for_eval, run_episodes
+    from curriculum_ppo.evaluation.checkpoint import load_for_eval
+    from curriculum_ppo.evaluation.plan import build_plan
+    from curriculum_ppo.evaluation.protocols import EvalSettings
+    from curriculum_ppo.evaluation.runner import run_episodes
 
     ckpt = load_for_eval(checkpoint, torch.device("cpu"))
     runs = []

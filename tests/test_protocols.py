@@ -28,7 +28,8 @@ import pytest
 from curriculum_ppo.emulator import Emulator
 from curriculum_ppo.envs.atari import AtariConfig
 from curriculum_ppo.episode_rules import EpisodeRulesConfig
-from curriculum_ppo.evaluate import EvalSettings, build_plan
+from curriculum_ppo.evaluation.plan import build_plan
+from curriculum_ppo.evaluation.protocols import EvalSettings
 
 GAME = "montezuma_revenge"
 JOYSTICK, PLAYER_X = 102, 42
