@@ -136,47 +136,61 @@ def _num(value, fmt: str = "{:.1f}", none: str = "-") -> str:
     return none if value is None else fmt.format(value)
 
 
-def format_report(info: dict) -> str:
-    c, r = info["config"], info["latest"]
+def _run_lines(info: dict) -> list[str]:
+    """The run's game, demo, budget and network: what ``config.json`` says."""
     from curriculum_ppo.emulator import display_name
 
+    c = info["config"]
     game = display_name(c["game"]) if c.get("game") else "unknown game"
-    lines = [f"run {info['run_dir']}: {game}"]
     demo = f"demo {c['demo']}" + (f" ({c['demo_length']} frames)" if c.get("demo_length") else "") \
         if c.get("demo") else "no demo (plain PPO from the game start)"
-    lines.append(f"  {demo}")
-    lines.append(f"  budget {_num(c.get('total_frames'), '{:,}')} frames; {c.get('num_envs')} envs x "
-                 f"{c.get('num_steps')} steps; arch {c.get('arch')}{' + GRU' if c.get('recurrent') else ''}, "
-                 f"obs {c.get('obs_mode')}, seed {c.get('seed')}")
-    if r is None:
-        lines.append("latest: no update logged yet")
+    return [f"run {info['run_dir']}: {game}",
+            f"  {demo}",
+            f"  budget {_num(c.get('total_frames'), '{:,}')} frames; {c.get('num_envs')} envs x "
+            f"{c.get('num_steps')} steps; arch {c.get('arch')}{' + GRU' if c.get('recurrent') else ''}, "
+            f"obs {c.get('obs_mode')}, seed {c.get('seed')}"]
+
+
+def _curriculum_line(r: dict) -> str:
+    """Where episodes start (the curriculum's position), its success rate and its last move."""
+    if r.get("curriculum_done"):
+        where = "curriculum done: episodes start at the game start"
+    elif r.get("start_frame") is not None:
+        n = r.get("demo_length")
+        where = f"curriculum start frame {r['start_frame']} / {n}" if n else f"start frame {r['start_frame']}"
     else:
-        age = f", written {_age(info['metrics_age_s'])}" if info.get("metrics_age_s") is not None else ""
-        lines.append(f"latest (update {r.get('updates')}, {info['updates_logged']} rows{age}):")
-        pct = f" ({info['progress']:.0%})" if info.get("progress") is not None else ""
-        lines.append(f"  frames {r.get('frames', 0):,} / {_num(c.get('total_frames'), '{:,}')}{pct}, "
-                     f"{_num(r.get('fps'), '{:,.0f}')} frames/s, {_num(r.get('time'), '{:,.0f}')} s of training")
-        if r.get("curriculum_done"):
-            where = "curriculum done: episodes start at the game start"
-        elif r.get("start_frame") is not None:
-            n = r.get("demo_length")
-            where = f"curriculum start frame {r['start_frame']} / {n}" if n else f"start frame {r['start_frame']}"
-        else:
-            where = "no curriculum"
-        rate = r.get("success_rate")
-        lines.append(f"  {where}; success rate {_num(rate, '{:.0%}')}"
-                     + (f"; moved {r['curriculum_move']}" if r.get("curriculum_move") else ""))
-        bins = r.get("window_bin_success_rates")
-        if bins:
-            lines.append("  success inside the window, front to back: "
-                         + " ".join(_num(b, "{:.0%}") for b in bins))
-        lines.append(f"  score mean {_num(r.get('score_mean'))}, max {_num(r.get('score_max'), '{:g}')}, "
-                     f"from game start {_num(r.get('score_from_start_mean'))}, best {_num(r.get('best_score'), '{:g}')}"
-                     f"; {r.get('episodes', 0)} episodes")
-        lines.append(f"  losses: policy {_num(r.get('policy_loss'), '{:.4g}')}, "
-                     f"value {_num(r.get('value_loss'), '{:.4g}')}, "
-                     f"entropy {_num(r.get('entropy'), '{:.3g}')}, kl {_num(r.get('approx_kl'), '{:.2g}')}, "
-                     f"clipfrac {_num(r.get('clipfrac'), '{:.2g}')}, lr {_num(r.get('lr'), '{:.3g}')}")
+        where = "no curriculum"
+    return (f"  {where}; success rate {_num(r.get('success_rate'), '{:.0%}')}"
+            + (f"; moved {r['curriculum_move']}" if r.get("curriculum_move") else ""))
+
+
+def _latest_lines(info: dict) -> list[str]:
+    """The last logged update: progress, curriculum, scores and losses."""
+    c, r = info["config"], info["latest"]
+    if r is None:
+        return ["latest: no update logged yet"]
+    age = f", written {_age(info['metrics_age_s'])}" if info.get("metrics_age_s") is not None else ""
+    pct = f" ({info['progress']:.0%})" if info.get("progress") is not None else ""
+    lines = [f"latest (update {r.get('updates')}, {info['updates_logged']} rows{age}):",
+             f"  frames {r.get('frames', 0):,} / {_num(c.get('total_frames'), '{:,}')}{pct}, "
+             f"{_num(r.get('fps'), '{:,.0f}')} frames/s, {_num(r.get('time'), '{:,.0f}')} s of training",
+             _curriculum_line(r)]
+    bins = r.get("window_bin_success_rates")
+    if bins:
+        lines.append("  success inside the window, front to back: " + " ".join(_num(b, "{:.0%}") for b in bins))
+    lines.append(f"  score mean {_num(r.get('score_mean'))}, max {_num(r.get('score_max'), '{:g}')}, "
+                 f"from game start {_num(r.get('score_from_start_mean'))}, best {_num(r.get('best_score'), '{:g}')}"
+                 f"; {r.get('episodes', 0)} episodes")
+    lines.append(f"  losses: policy {_num(r.get('policy_loss'), '{:.4g}')}, "
+                 f"value {_num(r.get('value_loss'), '{:.4g}')}, "
+                 f"entropy {_num(r.get('entropy'), '{:.3g}')}, kl {_num(r.get('approx_kl'), '{:.2g}')}, "
+                 f"clipfrac {_num(r.get('clipfrac'), '{:.2g}')}, lr {_num(r.get('lr'), '{:.3g}')}")
+    return lines
+
+
+def _success_by_start_lines(info: dict) -> list[str]:
+    """The all-time success by start frame (when any start has episodes), then the ``--since`` table if asked."""
+    lines = []
     table = info.get("success_by_start")
     if table and any(b.get("episodes") for b in table.get("bins", [])):
         lines.append(f"success by start frame (all episodes so far, at {table.get('frames', 0):,} frames):")
@@ -187,18 +201,30 @@ def format_report(info: dict) -> str:
                      f"({_num(since.get('since_frames'), '{:,}')} frames) and {Path(since['until']).name} "
                      f"({_num(since.get('frames'), '{:,}')} frames):")
         lines.extend(_table_lines(since) or ["  no episodes in between"])
-    cks = info["checkpoints"]
-    if cks:
-        shown = cks if len(cks) <= 4 else [k for k in cks if k["name"] == "latest.pt"] + \
-            [k for k in cks if k["name"] != "latest.pt"][-3:]
-        parts = [f"{k['name']} ({k['bytes'] / 1e6:.1f} MB, {_age(k['age_s'])})" for k in shown]
-        more = f" (+{len(cks) - len(shown)} older)" if len(cks) > len(shown) else ""
-        lines.append(f"checkpoints ({len(cks)}): " + ", ".join(parts) + more)
-    else:
-        lines.append("checkpoints: none yet")
+    return lines
+
+
+def _checkpoints_line(checkpoints: list[dict]) -> str:
+    """The checkpoints with size and age: ``latest.pt`` and the three newest others when there are many."""
+    if not checkpoints:
+        return "checkpoints: none yet"
+    shown = checkpoints if len(checkpoints) <= 4 else [k for k in checkpoints if k["name"] == "latest.pt"] + \
+        [k for k in checkpoints if k["name"] != "latest.pt"][-3:]
+    parts = [f"{k['name']} ({k['bytes'] / 1e6:.1f} MB, {_age(k['age_s'])})" for k in shown]
+    more = f" (+{len(checkpoints) - len(shown)} older)" if len(checkpoints) > len(shown) else ""
+    return f"checkpoints ({len(checkpoints)}): " + ", ".join(parts) + more
+
+
+def _plots_line(info: dict) -> str:
     plots = info["plots"]
-    lines.append("plots: " + (", ".join(p["name"] for p in plots) if plots else
-                              f"none (run: curriculum-ppo plot {info['run_dir']})"))
+    return "plots: " + (", ".join(p["name"] for p in plots) if plots else
+                        f"none (run: curriculum-ppo plot {info['run_dir']})")
+
+
+def format_report(info: dict) -> str:
+    """The text ``inspect RUN_DIR`` prints for :func:`collect`'s dict: one section after another, one screen."""
+    lines = [*_run_lines(info), *_latest_lines(info), *_success_by_start_lines(info),
+             _checkpoints_line(info["checkpoints"]), _plots_line(info)]
     return "\n".join(lines)
 
 
