@@ -312,18 +312,19 @@ def _pss_child(conn, demo_path: str, num_envs: int, num_workers: int | None, cac
     """In a fresh process: an EnvPool on the demo; every env reset at ``fill`` different frames and stepped."""
     try:
         from curriculum_ppo.demo.shared import open_shared_demo
-        from curriculum_ppo.workers import EnvPool, EnvSpec
+        from curriculum_ppo.envs.registry import EnvFactory
+        from curriculum_ppo.vec import EnvPool
 
         n = len(open_shared_demo(demo_path))
-        spec = EnvSpec(demo_path=demo_path, atari={"start_cache_size": cache_size})
+        factory = EnvFactory("atari", demo_path=demo_path, atari={"start_cache_size": cache_size})
         rng = np.random.default_rng(seed)
         distinct = min(fill, n + 1)
         starts = np.stack([np.resize(rng.permutation(n + 1)[:distinct], fill) for _ in range(num_envs)])
         t0 = time.perf_counter()
-        pool = EnvPool(spec, num_envs, num_workers=num_workers, seed=seed)
+        pool = EnvPool(factory, num_envs, num_workers=num_workers, seed=seed)
         try:
             for r in range(fill):
-                pool.next_start[:] = starts[:, r]
+                pool.set_options([{"start_frame": int(t)} for t in starts[:, r]])
                 pool.reset()
                 for _ in range(STEPS_PER_START):
                     pool.step(rng.integers(pool.num_actions, size=num_envs))
@@ -332,7 +333,7 @@ def _pss_child(conn, demo_path: str, num_envs: int, num_workers: int | None, cac
             workers = pool.num_workers
         finally:
             pool.close()
-        env = spec.make(seed=seed)  # after the reading: env 0's starts once more, to count what its cache holds
+        env = factory(seed)  # after the reading: env 0's starts once more, to count what its cache holds
         for t in starts[0]:
             env.reset(options={"start_frame": int(t)})
         entries = len(env._start_cache)
@@ -349,17 +350,18 @@ def _startup_child(conn, demo_path: str, num_envs: int, num_workers: int | None,
     try:
         from curriculum_ppo.curriculum import CurriculumScheduler
         from curriculum_ppo.demo.shared import open_shared_demo
-        from curriculum_ppo.workers import EnvPool, EnvSpec
+        from curriculum_ppo.envs.registry import EnvFactory
+        from curriculum_ppo.vec import EnvPool
 
         n = len(open_shared_demo(demo_path))
         scheduler = CurriculumScheduler(n)
         rng = np.random.default_rng(seed)
-        spec = EnvSpec(demo_path=demo_path)
+        factory = EnvFactory("atari", demo_path=demo_path)
         t0 = time.perf_counter()
-        pool = EnvPool(spec, num_envs, num_workers=num_workers, seed=seed)
+        pool = EnvPool(factory, num_envs, num_workers=num_workers, seed=seed)
         try:
             t1 = time.perf_counter()
-            pool.next_start[:] = [scheduler.sample_start(rng, i, num_envs) for i in range(num_envs)]
+            pool.set_options([{"start_frame": scheduler.sample_start(rng, i, num_envs)} for i in range(num_envs)])
             pool.reset()
             t2 = time.perf_counter()
             workers = pool.num_workers

@@ -225,19 +225,20 @@ def curriculum_pool(num_envs: int, workers: int, stack: ExitStack, groups: int =
     Returns ``(pool, restart)``: pass each step's finished episodes to ``restart(episodes)`` to choose
     where those envs start next (the Trainer does the same).
     """
-    from curriculum_ppo.workers import EnvPool, EnvSpec
+    from curriculum_ppo.envs.registry import EnvFactory
+    from curriculum_ppo.vec import EnvPool
 
     draw = _starts(num_envs, seed=1)
-    pool = stack.enter_context(EnvPool(EnvSpec(demo_path=DEMO), num_envs, workers, num_groups=groups,
+    pool = stack.enter_context(EnvPool(EnvFactory("atari", demo_path=DEMO), num_envs, workers, num_groups=groups,
                                        learner_is_worker=learner_is_worker, groups_by_worker=by_worker,
                                        spin_seconds=spin_seconds))
-    pool.next_start[:] = [draw(i) for i in range(num_envs)]
+    pool.set_options([{"start_frame": draw(i)} for i in range(num_envs)])
     pool.reset()
-    pool.next_start[:] = [draw(i) for i in range(num_envs)]
+    pool.set_options([{"start_frame": draw(i)} for i in range(num_envs)])
 
     def restart(episodes):
         for episode in episodes:
-            pool.next_start[episode["env"]] = draw(episode["env"])
+            pool.set_options({"start_frame": draw(episode["env"])}, episode["env"])
     return pool, restart
 
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from curriculum_ppo.envs.registry import EnvFactory
 from curriculum_ppo.envs.toy import (ToyLockEnv, batch_success_rate, lock_code, make_toy_env, toy_demo,
                                      toy_demo_info)
 from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch
 from curriculum_ppo.ppo.policy import PolicyConfig
 from curriculum_ppo.train import Trainer, build_policy, load_checkpoint
-from curriculum_ppo.workers import REAL_START, EnvSpec, InProcessEnvPool
+from curriculum_ppo.vec import InProcessEnvPool
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,17 +116,17 @@ def test_demo_info_and_demo():
         toy_demo_info(length=0, num_actions=2)
 
 
-def test_in_process_pool_autoresets_at_next_start():
-    spec = EnvSpec(kind="toy", toy={"length": 4, "num_actions": 2, "lock_seed": 0})
-    pool = InProcessEnvPool(spec, num_envs=2, seed=0)
+def test_in_process_pool_autoresets_at_the_start_frames_set():
+    factory = EnvFactory("toy", length=4, num_actions=2, lock_seed=0)
+    pool = InProcessEnvPool(factory, num_envs=2, seed=0)
     code = pool.envs[0].code
-    pool.next_start[:] = [3, REAL_START]
+    pool.set_options([{"start_frame": 3}, {"start_frame": None}])
     pool.reset()
     assert pool.obs[0].argmax() == 3 and pool.obs[1].argmax() == 0
-    pool.next_start[:] = [1, 2]
+    pool.set_options([{"start_frame": 1}, {"start_frame": 2}])
     episodes = pool.step(np.array([code[3], 1 - code[0]]))
     assert {e["env"]: e["success"] for e in episodes} == {0: True, 1: False}
-    assert pool.obs[0].argmax() == 1 and pool.obs[1].argmax() == 2  # reset at next_start
+    assert pool.obs[0].argmax() == 1 and pool.obs[1].argmax() == 2  # autoreset at the start frames set
     assert pool.final_obs[0].argmax() == 4
 
 
@@ -339,13 +340,13 @@ def test_demo_end_rule_needs_the_lock_opened_where_horizon_is_satisfied_much_ear
 
 
 def test_rules_reach_the_pool_and_the_unreachable_warning():
-    """toy={"reward_every", "rules"} reaches the envs of a pool (EnvSpec -> make_toy_env) unchanged, and
+    """toy={"reward_every", "rules"} reaches the envs of a pool (EnvFactory -> make_toy_env) unchanged, and
     toy_demo_info names the starts an episode cap makes hopeless, as the trainer expects of a demo."""
     toy = {"length": 12, "num_actions": 2, "lock_seed": 0, "reward_every": 4,
            "rules": {"success_rule": "horizon", "success_horizon": 3, "extra_frames_scale": 0.0}}
-    pool = InProcessEnvPool(EnvSpec(kind="toy", toy=toy), num_envs=1, seed=0)
+    pool = InProcessEnvPool(EnvFactory("toy", **toy), num_envs=1, seed=0)
     code = pool.envs[0].code
-    pool.next_start[:] = [1]
+    pool.set_options({"start_frame": 1})
     pool.reset()
     episodes = []
     for p in range(1, 12):
