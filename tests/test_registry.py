@@ -130,11 +130,25 @@ def test_a_new_kind_is_one_entry(monkeypatch):
         assert [int(pool.obs[i].argmax()) for i in range(2)] == [1, 4]
 
 
-def test_the_old_env_spec_builds_through_the_registry(bundled_demo_path):
-    from curriculum_ppo.workers import EnvSpec
+def test_a_factory_given_only_the_demo_and_atari_options_builds_the_defaults(bundled_demo_path):
+    """A factory given only the demo and some Atari options (as the benchmark scripts make it) builds
+    the env of one that spells out the rest (no game, the default episode rules, as the Trainer
+    does): same config, rules and play from the same seed, start and actions; and the pools' probe
+    sees the options (two stacked frames) and the game's 18 actions. The toy is probed the same way."""
+    from curriculum_ppo.episode_rules import EpisodeRulesConfig
+    from curriculum_ppo.vec import probe
 
-    spec = EnvSpec(demo_path=str(bundled_demo_path), atari={"frame_stack": 2})
-    assert spec.factory() == EnvFactory("atari", game=None, demo_path=str(bundled_demo_path),
-                                        atari={"frame_stack": 2}, rules={})
-    assert spec.probe() == ((2, 84, 84), 18)
-    assert EnvSpec(kind="toy", toy=TOY).factory() == EnvFactory("toy", **TOY)
+    path = str(bundled_demo_path)
+    atari = {"frame_stack": 2, "sticky_prob": 0.25}
+    short = EnvFactory("atari", demo_path=path, atari=atari)
+    full = EnvFactory("atari", game=None, demo_path=path, atari=atari, rules=asdict(EpisodeRulesConfig()))
+    assert probe(short) == ((2, 84, 84), np.dtype(np.uint8), 18)
+    a, b = short(3), full(3)
+    try:
+        assert a.config == b.config and a.config.frame_stack == 2 and a.rules == b.rules == EpisodeRulesConfig()
+        actions = np.random.default_rng(1).integers(0, 18, 40)
+        assert same(trajectory(a, 600, actions), trajectory(b, 600, actions))
+    finally:
+        a.close()
+        b.close()
+    assert probe(EnvFactory("toy", **TOY)) == ((1, 1, TOY["length"] + 1), np.dtype(np.float32), TOY["num_actions"])

@@ -25,13 +25,14 @@ is "the lock at position t", ``len(demo) == N``, and the demo's action ``t``
 its reward frames are the reward positions (``reward_frames == [N]`` by default,
 ``[K, 2K, ..., N]`` with ``reward_every=K``: the Atari convention ``t + 1``).
 
-* ``TrainConfig(env_kind="toy", toy={"length": N, "num_actions": A, ...})`` makes
-  :meth:`curriculum_ppo.train.Trainer._env_spec` call :func:`toy_demo_info` (the
-  demo's length and reward frames, what it reads from an HDF5 demo for Atari)
-  and :class:`curriculum_ppo.workers.EnvSpec` call :func:`make_toy_env` in place
-  of ``AtariEnv``; every key of ``toy`` (``reward_every``, ``rules``, ...) reaches
-  both. Everything else -- the :class:`~curriculum_ppo.curriculum.CurriculumScheduler`,
-  the rollout loop, autoreset at ``next_start``, PPO -- is the Atari code path.
+* ``TrainConfig(env_kind="toy", toy={"length": N, "num_actions": A, ...})`` gives the
+  Trainer the registry's ``EnvFactory("toy", **toy)`` (:mod:`curriculum_ppo.envs.registry`):
+  its ``demo_info()`` calls :func:`toy_demo_info` (the demo's length and reward frames,
+  what it reads from an HDF5 demo for Atari) and the pool's envs are built by
+  :func:`make_toy_env` in place of ``AtariEnv``; every key of ``toy`` (``reward_every``,
+  ``rules``, ...) reaches both. Everything else -- the
+  :class:`~curriculum_ppo.curriculum.CurriculumScheduler`, the rollout loop, autoreset at
+  the start frame set through the pool's ``set_options``, PPO -- is the Atari code path.
 * ``reset(options={"start_frame": t})`` puts the lock at position t (the demo
   state t), ``None`` is the real start (position 0), as ``AtariEnv.reset``.
 * Episodes started from a demo state are judged by the same
