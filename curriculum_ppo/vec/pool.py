@@ -22,7 +22,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from multiprocessing.connection import wait
-from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +30,8 @@ from curriculum_ppo.vec.shared import FIELDS, SharedArrays, local_arrays
 from curriculum_ppo.vec.worker import EnvSlots, spin_until_ready, worker_main
 
 REAL_START = -1
-"""``next_start`` value of the real game start (the start frame ``None``)."""
+"""Stands for the real game start (the reset option ``{"start_frame": None}``) in an integer array of
+start frames, such as the Trainer's record of where each env was told to begin."""
 
 
 def resolve_num_workers(num_envs: int, num_workers: int | None) -> int:
@@ -82,34 +82,6 @@ class _GroupOrder:
         self.pending.pop(0)
 
 
-class _StartFrames:
-    """``pool.next_start``: the start frame of each env's next episode, -1 (:data:`REAL_START`) for the game start.
-
-    A view for the callers written before :meth:`_PoolBase.set_options`: writing ``next_start[i] = t``
-    sets env ``i``'s reset options to ``{"start_frame": t}`` (``None`` for -1); reading gives what
-    was last written. Indexing works as on a numpy array.
-    """
-
-    def __init__(self, pool: "_PoolBase"):
-        self._pool = pool
-        self._values = np.full(pool.num_envs, REAL_START, np.int64)
-
-    def __getitem__(self, key):
-        return self._values[key]
-
-    def __setitem__(self, key, value) -> None:
-        self._values[key] = value
-        for i in np.atleast_1d(np.arange(self._pool.num_envs)[key]):
-            start = int(self._values[i])
-            self._pool.set_options({"start_frame": None if start == REAL_START else start}, int(i))
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __array__(self, dtype=None, copy=None):
-        return self._values.astype(dtype) if dtype is not None else self._values.copy()
-
-
 class _PoolBase:
     """What both pools share: the batch arrays as attributes, groups, their order, and the reset-options channel.
 
@@ -126,7 +98,6 @@ class _PoolBase:
         for key in FIELDS:
             setattr(self, key, arrays[key])
         self._pending: dict[int, dict] = {}  # reset options not yet handed to the envs
-        self.next_start = _StartFrames(self)
 
     def set_options(self, options: dict | list[dict], indices: int | list[int] | None = None) -> None:
         """Reset options for the envs ``indices`` (default all): ``options`` for each, or one dict per index.
@@ -361,18 +332,6 @@ class EnvPool(_PoolBase):
         episodes = self.local.step(group, self._arrays)
         return episodes + self._collect(processes=processes)
 
-    def peak_rss_bytes(self) -> list[int]:
-        """Peak resident memory (VmHWM) of each worker process (kept while ``train.py`` still asks for it)."""
-        peaks = []
-        for p in self.processes:
-            try:
-                for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks.append(int(line.split()[1]) * 1024)
-            except OSError:
-                peaks.append(0)
-        return peaks
-
     def close(self) -> None:
         if self._closed:
             return
@@ -429,9 +388,6 @@ class InProcessEnvPool(_PoolBase):
     def step_wait(self, group: int | None = None) -> list[dict]:
         self._order.finished(group)
         return self.slots.step(group, self._arrays)
-
-    def peak_rss_bytes(self) -> list[int]:
-        return []
 
     def close(self) -> None:
         self.slots.close()
