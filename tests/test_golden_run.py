@@ -3,8 +3,11 @@
 A fixed seed, the envs in the learner process (``--workers 0``), no overlap thread, four tiny updates
 on the bundled demo: the losses of every update, statistics of the final weights, the episode count
 and the curriculum's state must equal what was recorded before the code was moved around
-(``tests/data/golden_run.json``). Floats are compared with a tolerance, since CPUs of other models
-round the convolutions differently; the integers (frames, episodes, curriculum counts) exactly.
+(``tests/data/golden_run.json``). The integers (frames, episodes, curriculum counts) are compared
+exactly, floats with a tolerance: CPUs of other models (other oneDNN kernels) round the convolutions
+differently, and four updates grow that rounding. The plain sum of the weights is a difference of large
+positive and negative parts, so its tolerance is taken relative to the sum of their magnitudes
+(``abs_sum``), not to the sum itself.
 
 Regenerate only for an intended change of behaviour: ``CURRICULUM_PPO_REGEN_GOLDEN=1 pytest tests/test_golden_run.py``.
 """
@@ -53,8 +56,9 @@ def test_the_first_updates_match_the_recorded_run(tmp_path):
         for key in ("frames", "updates", "start_frame", "new_episodes"):
             assert g[key] == w[key], (key, g, w)
         for key in LOSSES:
-            assert g[key] == pytest.approx(w[key], rel=1e-3, abs=1e-5), (key, g["updates"])
+            assert g[key] == pytest.approx(w[key], rel=5e-3, abs=1e-5), (key, g["updates"])
     assert got["episodes"] == want["episodes"]
-    for key in ("sum", "norm", "abs_sum"):
+    for key in ("norm", "abs_sum"):
         assert got["weights"][key] == pytest.approx(want["weights"][key], rel=1e-5), key
+    assert got["weights"]["sum"] == pytest.approx(want["weights"]["sum"], abs=2e-5 * want["weights"]["abs_sum"])
     assert got["curriculum"] == want["curriculum"]
