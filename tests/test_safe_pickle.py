@@ -8,6 +8,7 @@ which feeds every one of them to the real ``import-demo`` command.
 
 from __future__ import annotations
 
+import gc
 import pickle
 import random
 import resource
@@ -391,6 +392,25 @@ def test_arrays_are_independent_copies():
     assert a is b and a.flags.owndata and a.flags.writeable  # numpy's memoized array stays one object
     a[0] = 99
     assert pickle.loads(data)[0][0] == 0
+
+
+def test_nothing_outlives_the_load_but_its_value():
+    """The loader (the copy of the file, the memo, the side tables) is freed when the load returns.
+
+    With the garbage collector off, a reference cycle would keep it alive: the 2 MB would stay traced.
+    """
+    data = pickle.dumps({"checkpoints": [np.zeros(2**20, np.uint8)], "actions": list(range(1000))}, protocol=4)
+    gc.disable()
+    tracemalloc.start()
+    try:
+        value = safe_pickle.loads(data)
+        assert value["checkpoints"][0].nbytes == 2**20
+        del value
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert peak > 2 * 2**20 and current < 2**16, (current, peak)
 
 
 def realistic_demo(frames: int, checkpoint_bytes: int, *, numpy_signs: bool = False) -> dict:
