@@ -107,9 +107,6 @@ class Verdict:
     ``"horizon"`` (a horizon target before the demo's end tied, extra frames played), ``"lagging"``,
     ``"max_frames"``, or ``None``."""
 
-    just_succeeded: bool = False
-    """Success happened at this very step (for logging the moment of success)."""
-
 
 def demo_cumulative_return(rewards: np.ndarray) -> np.ndarray:
     """``cum[t]`` = sum of demo rewards of frames ``< t``; length ``N + 1``."""
@@ -242,11 +239,9 @@ class DemoEpisodeTracker:
 
     def step(self, frames_elapsed: int, score_gain: float) -> Verdict:
         """``frames_elapsed``: emulator frames since the start; ``score_gain``: raw game score since the start."""
-        just_succeeded = False
         if self.success_frame is None and self._ties_demo(frames_elapsed, score_gain):
             self.success_frame = frames_elapsed
             self.extra_frames = int(math.exp(self.rng.uniform(0.0, self.config.extra_frames_scale)))
-            just_succeeded = True
 
         reason = None
         if self.success_frame is not None:
@@ -259,6 +254,4 @@ class DemoEpisodeTracker:
                 reason = REASON_LAGGING
         if reason is None and frames_elapsed >= self.config.max_episode_frames:
             reason = REASON_MAX_FRAMES
-        return Verdict(
-            success=self.success, truncated=reason is not None, reason=reason, just_succeeded=just_succeeded
-        )
+        return Verdict(success=self.success, truncated=reason is not None, reason=reason)

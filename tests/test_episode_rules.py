@@ -38,9 +38,9 @@ def test_success_on_tie_not_before():
     v = t.step(104, 299.0)
     assert not v.success
     v = t.step(108, 300.0)
-    assert v.success and v.just_succeeded and not v.truncated
+    assert v.success and not v.truncated and t.success_frame == 108  # flips to success exactly at the tie
     v = t.step(112, 300.0)
-    assert v.success and not v.just_succeeded
+    assert v.success and t.success_frame == 108  # stays a success; the moment of success is kept
 
 
 def test_beating_full_demo_from_frame_zero_is_success():
@@ -107,7 +107,7 @@ def test_zero_returns_to_go_needs_survival_until_demo_end():
     assert not t.step(0, 0.0).success
     assert not t.step(96, 0.0).success
     v = t.step(100, 0.0)
-    assert v.success and v.just_succeeded
+    assert v.success and t.success_frame == 100
 
 
 def test_start_out_of_range():
@@ -147,7 +147,7 @@ def test_horizon_before_after_and_at_a_reward_event():
     assert t.target_frame == 2_001 and t.target_score == 100.0
     assert not t.step(799, 99.0).success  # before the event, one point short
     v = t.step(801, 100.0)  # at the event: tied
-    assert v.success and v.just_succeeded and not v.truncated
+    assert v.success and not v.truncated and t.success_frame == 801
     # from before the first event, both events are needed
     assert long_tracker(600).target_score == 200.0
     # after the event, a late agent that ties is still a success
