@@ -99,21 +99,18 @@ class CurriculumConfig:
     all episodes since the last move equally. A run resumed from a config
     written before this option existed gets the default.
 
-    Measured, not assumed (bundled demo, 2026-11-26; ``curriculum-ppo inspect
-    RUN --since A --until B --starts 155:170``): with equal weights a run sat at
-    start frame 155 for 4.2M frames; at 7.58M frames its front (155-170) had
-    succeeded in 4.95% of its 2,443 episodes since the move, while the last
-    212 of them (since 6.76M frames) had succeeded 53% of the time. The
-    failures from before the agent learned the skull jump outweighed
-    everything after. Every hard section adds such a lag, and it grows with
-    the time the section took. With a half-life of 64 front episodes, a jump
-    from 0% to 40% crosses the 20% threshold after about 64 episodes, while the
-    estimate still rests on ~180 effective episodes (standard error at 20%:
-    about 3 points). The price: the rule is now tested again after every
-    update on a moving estimate, so a front that truly succeeds 15-17% of the
-    time will cross 20% by chance sooner or later. The threshold is a rough
-    dial anyway, and a move back that came too early keeps the old front in
-    the back half of the window.
+    Why forget: with equal weights, the failures from before the agent learned
+    a hard section (the bundled demo's skull jump) outweigh everything after,
+    so the front's rate lags far behind what the policy now does; every hard
+    section adds such a lag, and it grows with the time the section took
+    (docs/design.md, the half-life, has the measurement). With a half-life of
+    64 front episodes, a jump from 0% to 40% crosses the 20% threshold after
+    about 64 episodes, while the estimate still rests on ~180 effective
+    episodes (standard error at 20%: about 3 points). The price: the rule is
+    tested again after every update on a moving estimate, so a front that
+    truly succeeds 15-17% of the time will cross 20% by chance sooner or
+    later. The threshold is a rough dial anyway, and a move back that came too
+    early keeps the old front in the back half of the window.
     """
 
     decision_front: float = 0.25
