@@ -70,7 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from curriculum_ppo.demo import safe_pickle
-from curriculum_ppo.demo.store import DemoBuilder, save_demo
+from curriculum_ppo.demo.store import Demo, DemoBuilder, save_demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings, display_name, resolve_game
 from curriculum_ppo.errors import UserError
 
@@ -175,10 +175,8 @@ def _numeric_vector(value, key: str, source: str, dtype) -> np.ndarray:
     return array.astype(dtype)
 
 
-def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name: str = "the game") -> AtariResetFile:
-    """Read and check an atari-reset pickle (without replaying it)."""
-    path = Path(path)
-    source = str(path)
+def _read_file(path: Path, source: str) -> bytes:
+    """The file's bytes, refused when it is missing, a directory, empty or larger than a demo can be."""
     if not path.exists():
         raise UserError(f"demo file not found: {source}")
     if path.is_dir():
@@ -192,18 +190,25 @@ def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name
         raise UserError(f"{source} is empty")
     if len(data) > MAX_FILE_BYTES:
         raise UserError(f"{source} is larger than {MAX_FILE_BYTES // 2**20} MiB; atari-reset demos are a few MB")
-    content, stats = restricted_loads_with_stats(data, source)
+    return data
 
+
+def _demo_dict(content, source: str) -> tuple[dict, str]:
+    """The pickle's dict with text keys (Python 2 files may have bytes keys), and its keys for messages."""
     if not isinstance(content, dict):
         raise UserError(f"{source} holds a {type(content).__name__}, not an atari-reset demo "
                         f"(a dict with 'actions', 'rewards', 'lives', ...)")
     keys = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in content.items()}
     shown = ", ".join(sorted(_KEY_REPR.repr(k) for k in keys)[:8]) or "none"
+    return keys, shown
+
+
+def _read_actions(keys: dict, shown: str, source: str, num_actions: int | None, game_name: str) -> np.ndarray:
+    """The file's actions, at least one, each in the game's minimal action set when its size is given."""
     if "actions" not in keys:
         raise UserError(f"{source} is not an atari-reset demo: its dict has no 'actions' (keys: {shown})")
     actions = _numeric_vector(keys["actions"], "actions", source, np.int64)
-    n = len(actions)
-    if n == 0:
+    if len(actions) == 0:
         raise UserError(f"{source} holds no actions")
     if num_actions is not None:
         bad = np.flatnonzero((actions < 0) | (actions >= num_actions))
@@ -212,8 +217,11 @@ def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name
             raise UserError(f"{source}: action {int(actions[t])} at frame {t} is out of range for "
                             f"{game_name}'s minimal action set of {num_actions} actions (0..{num_actions - 1})"
                             + (f"; {bad.size} actions are out of range" if bad.size > 1 else ""))
+    return actions
 
-    notes: list[str] = []
+
+def _read_rewards(keys: dict, shown: str, source: str, n: int) -> tuple[np.ndarray, bool, bool]:
+    """(rewards for the ``n`` actions, whether they are only signs, whether a leading entry was dropped)."""
     signed_only = False
     if keys.get("rewards") is not None:
         rewards = _numeric_vector(keys["rewards"], "rewards", source, np.float64)
@@ -230,24 +238,42 @@ def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name
     elif len(rewards) != n:
         raise UserError(f"{source}: '{key}' has {len(rewards)} entries for {n} actions "
                         f"(expected {n}, or {n + 1} with a leading entry)")
+    return rewards, signed_only, dropped_reward
 
-    lives = None
-    dropped_lives = False
-    if keys.get("lives") is not None:
-        raw = keys["lives"]
-        try:
-            lives = _numeric_vector(raw, "lives", source, np.int64)
-        except UserError as exc:
-            notes.append(f"lives ignored ({exc})")
-        if lives is not None:
-            if len(lives) == n + 2:
-                lives, dropped_lives = lives[1:], True
-            elif len(lives) != n + 1:
-                notes.append(f"lives ignored: {len(lives)} entries for {n} actions (expected {n + 1})")
-                lives = None
-    else:
+
+def _read_lives(keys: dict, source: str, n: int, notes: list[str]) -> tuple[np.ndarray | None, bool]:
+    """(lives before each of the ``n`` actions and at the end, whether a leading entry was dropped).
+
+    Lives are optional: unusable ones are ignored, with a line in ``notes``.
+    """
+    if keys.get("lives") is None:
         notes.append("the file has no lives; only rewards are checked")
+        return None, False
+    try:
+        lives = _numeric_vector(keys["lives"], "lives", source, np.int64)
+    except UserError as exc:
+        notes.append(f"lives ignored ({exc})")
+        return None, False
+    if len(lives) == n + 2:
+        return lives[1:], True
+    if len(lives) != n + 1:
+        notes.append(f"lives ignored: {len(lives)} entries for {n} actions (expected {n + 1})")
+        return None, False
+    return lives, False
 
+
+def read_atari_reset(path: str | Path, num_actions: int | None = None, game_name: str = "the game") -> AtariResetFile:
+    """Read and check an atari-reset pickle (without replaying it)."""
+    path = Path(path)
+    source = str(path)
+    data = _read_file(path, source)
+    content, stats = restricted_loads_with_stats(data, source)
+    keys, shown = _demo_dict(content, source)
+    actions = _read_actions(keys, shown, source, num_actions, game_name)
+    n = len(actions)
+    rewards, signed_only, dropped_reward = _read_rewards(keys, shown, source, n)
+    notes: list[str] = []
+    lives, dropped_lives = _read_lives(keys, source, n, notes)
     checkpoints = keys.get("checkpoints")
     return AtariResetFile(
         path=path,
@@ -401,37 +427,27 @@ def _format_shifts(shifts: list[int]) -> str:
     return ", ".join(f"{s:+d}" for s in shifts)
 
 
-def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift: int = 8,
-                       report: Callable[[str], None] | None = print) -> ImportResult:
-    """``curriculum-ppo import-demo SRC --game GAME --out OUT``: import, align, re-record, save.
-
-    Raises :class:`UserError` (and writes nothing) when the file is unsafe,
-    unreadable or malformed, or when no shift reproduces it.
-    """
-    game_id = resolve_game(game)
-    if max_shift < 0:
-        raise UserError(f"--max-shift must be 0 or more, got {max_shift}")
-    out = Path(out)
+def _check_out(out: Path) -> None:
+    """``--out`` must name a file in an existing directory."""
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as demo.h5")
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
-    search_emulator = Emulator(EmulatorSettings(game_id))
-    demo = read_atari_reset(src, search_emulator.num_actions, display_name(game_id))
-    alignment = find_alignment(game_id, demo, max_shift, search_emulator)
-    best = alignment.best
-    n = len(demo)
-    if not best.ok:
-        raise UserError(
-            f"no alignment in -{max_shift}..+{max_shift} frames reproduces {demo.path} on this emulator: "
-            f"the best candidate ({describe_shift(best.shift)}) first diverges at frame {best.diverged_at} "
-            f"of {n}: {best.reason} (a larger --max-shift may help if the recording emulator's reset "
-            f"differed more; nothing was written)")
 
-    s = best.shift
+
+def _no_alignment(demo: AtariResetFile, best: Candidate, max_shift: int) -> UserError:
+    """The error when no shift reproduces the file: where the best candidate diverged, and why."""
+    return UserError(
+        f"no alignment in -{max_shift}..+{max_shift} frames reproduces {demo.path} on this emulator: "
+        f"the best candidate ({describe_shift(best.shift)}) first diverges at frame {best.diverged_at} "
+        f"of {len(demo)}: {best.reason} (a larger --max-shift may help if the recording emulator's reset "
+        f"differed more; nothing was written)")
+
+
+def _re_record(game_id: str, demo: AtariResetFile, s: int) -> Demo:
+    """Replay the file with shift ``s`` on a fresh emulator, recording it; the recording must match the file."""
     actions, rewards, lives = replay_plan(demo, s)
-    emu = Emulator(EmulatorSettings(game_id))
-    builder = DemoBuilder(emu)
+    builder = DemoBuilder(Emulator(EmulatorSettings(game_id)))
     for a in actions:
         builder.step(a)
     # The search already compared every frame; this re-checks the recording itself.
@@ -440,14 +456,16 @@ def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift
     lives_got = np.asarray(builder.lives)[max(s, 0):]
     if any(mismatch) or (lives is not None and not np.array_equal(lives_got, lives)):
         raise RuntimeError("the emulator is not deterministic: the re-recording differs from the aligned replay")
+    return builder.build()
 
-    recorded = builder.build()
-    others = [x for x in alignment.matching if x != s]
-    detail = {
+
+def _import_detail(demo: AtariResetFile, s: int, max_shift: int, others: list[int]) -> dict:
+    """What the import did, saved as the demo's ``source_detail``."""
+    return {
         "importer": IMPORTER_NAME,
         "file": demo.path.name,
         "sha256": demo.sha256,
-        "file_frames": n,
+        "file_frames": len(demo),
         "leading_noop_shift": s,
         "prepended_noops": max(s, 0),
         "dropped_leading_actions": max(-s, 0),
@@ -459,8 +477,11 @@ def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift
         "file_checkpoints": demo.num_checkpoints,
         "checkpoints_used": False,
     }
-    save_demo(recorded, out, source="imported", detail=detail)
 
+
+def _import_message(demo: AtariResetFile, s: int, others: list[int], out: Path, recorded: Demo) -> str:
+    """What the import did, for the user: the alignment, what was checked, and every adjustment."""
+    n = len(demo)
     what = "rewards and lives" if demo.lives is not None else "rewards"
     if demo.signed_rewards_only:
         what = what.replace("rewards", "reward signs")
@@ -479,7 +500,32 @@ def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift
     parts.extend(demo.notes)
     if demo.num_checkpoints:
         parts.append(f"the file's {demo.num_checkpoints} checkpoints (old emulator states) were not used")
-    message = "\n  ".join(parts)
+    return "\n  ".join(parts)
+
+
+def import_atari_reset(src: str | Path, game: str, out: str | Path, *, max_shift: int = 8,
+                       report: Callable[[str], None] | None = print) -> ImportResult:
+    """``curriculum-ppo import-demo SRC --game GAME --out OUT``: import, align, re-record, save.
+
+    Raises :class:`UserError` (and writes nothing) when the file is unsafe,
+    unreadable or malformed, or when no shift reproduces it.
+    """
+    game_id = resolve_game(game)
+    if max_shift < 0:
+        raise UserError(f"--max-shift must be 0 or more, got {max_shift}")
+    out = Path(out)
+    _check_out(out)
+    search_emulator = Emulator(EmulatorSettings(game_id))
+    demo = read_atari_reset(src, search_emulator.num_actions, display_name(game_id))
+    alignment = find_alignment(game_id, demo, max_shift, search_emulator)
+    if not alignment.best.ok:
+        raise _no_alignment(demo, alignment.best, max_shift)
+    s = alignment.best.shift
+    recorded = _re_record(game_id, demo, s)
+    others = [x for x in alignment.matching if x != s]
+    save_demo(recorded, out, source="imported", detail=_import_detail(demo, s, max_shift, others))
+    message = _import_message(demo, s, others, out, recorded)
     if report is not None:
         report(message)
-    return ImportResult(out, s, alignment.matching, len(recorded), n, recorded.total_return, demo.checked, message)
+    return ImportResult(out, s, alignment.matching, len(recorded), len(demo), recorded.total_return, demo.checked,
+                        message)
