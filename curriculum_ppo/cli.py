@@ -14,16 +14,8 @@ import sys
 from pathlib import Path
 
 from curriculum_ppo import __version__
+from curriculum_ppo.config_flags import LazyFlagsParser
 from curriculum_ppo.errors import UserError
-
-BUNDLED_DEMO = Path(__file__).resolve().parent.parent / "demos" / "MontezumaRevenge-room1.h5"
-
-
-def default_demo() -> Path:
-    """The bundled Montezuma's Revenge room-1 demo of this checkout (``pip install -e .``)."""
-    if BUNDLED_DEMO.exists():
-        return BUNDLED_DEMO
-    raise UserError(f"the bundled demo {BUNDLED_DEMO.name} is missing; pass --demo FILE.h5")
 
 
 def _print_json(obj) -> None:
@@ -130,7 +122,7 @@ def _lazy(module: str, function: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curriculum-ppo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"curriculum-ppo {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=LazyFlagsParser)
 
     p = sub.add_parser("record", help="record a demonstration (interactive window, or --actions script)")
     p.add_argument("--game", default="MontezumaRevenge", help="game, e.g. MontezumaRevenge, Pitfall, PrivateEye")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
 
 # Return values of CurriculumScheduler.update().
@@ -48,8 +49,8 @@ class CurriculumConfig:
     signal instead of an all-or-nothing one.
     """
 
-    window: int = 64
-    """Width of the window of start frames, in demo frames."""
+    window: int = knob(64, flag="--window", metavar="W",
+                       help="width of the window of start frames, in demo frames; it moves by half of it")
 
     step: int | None = None
     """How far the window moves (demo frames) on success or collapse.
@@ -60,14 +61,15 @@ class CurriculumConfig:
     move (which would look like a collapse) while progress stays fast.
     """
 
-    success_threshold: float = 0.2
-    """Move back once this fraction of episodes started in the window tie or beat the demo."""
+    success_threshold: float = knob(0.2, flag="--success-threshold", metavar="R",
+                                    help="move back when this fraction of the episodes started in the window's "
+                                         "front tie or beat the demo")
 
     collapse_threshold: float = 0.02
     """Move forward (towards the demo end) if the window's success rate falls below this."""
 
-    min_episodes: int = 32
-    """Episodes started in the window needed before moving back (or declaring done)."""
+    min_episodes: int = knob(32, flag="--min-episodes", metavar="N",
+                             help="episodes started in the window before moving back (or declaring done)")
 
     collapse_min_episodes: int = 2048
     """Episodes started in the window needed before moving forward.
@@ -89,7 +91,10 @@ class CurriculumConfig:
     memory of :attr:`front_half_life`.)
     """
 
-    front_half_life: float | None = 64.0
+    front_half_life: float | None = knob(64.0, flag="--front-half-life", metavar="EPISODES", runtime=True,
+                                         help="memory of the move-back decision: a front episode's weight halves "
+                                              "after this many newer front episodes (0 = weigh all episodes since "
+                                              "the last move equally)")
     """Memory of the move-back decision, in episodes started in the window's front.
 
     The front's success rate weighs every episode by ``0.5 ** (k / front_half_life)``,
@@ -113,7 +118,9 @@ class CurriculumConfig:
     early keeps the old front in the back half of the window.
     """
 
-    decision_front: float = 0.25
+    decision_front: float = knob(0.25, flag="--decision-front", metavar="F",
+                                 help="fraction of the window (its hardest, front starts) whose success rate moves "
+                                      "it back")
     """Moving back is decided on the success rate of the *front* of the window only:
     the first ``decision_front`` of its frames, the hardest starts.
 
@@ -123,36 +130,41 @@ class CurriculumConfig:
     the average), and the agent then sat at 0% for 0.7M frames.
     """
 
-    random_start_fraction: float = 0.2
+    random_start_fraction: float = knob(0.2, flag="--random-start-fraction", metavar="P",
+                                        help="fraction of the episodes that start at a random frame behind the "
+                                             "window (rehearsal)")
     """Fraction of episodes started at a uniformly random frame *behind* the
     window (towards the demo end), so that parts learned earlier are not
-    forgotten. They are tracked and reported but do not drive moves."""
+    forgotten. They are tracked and reported but do not drive moves.
+
+    Below 1: with 1, once the window has moved no episode would start in it
+    again (every start would be a rehearsal), so the curriculum would never
+    move after its first step."""
 
     def __post_init__(self) -> None:
         if self.window < 1:
-            raise UserError(f"curriculum window must be >= 1 demo frame, got {self.window}")
+            raise UserError("--window must be positive")
         if self.step is not None and self.step < 1:
             raise UserError(f"curriculum step must be >= 1 demo frame, got {self.step}")
         if not 0.0 < self.success_threshold <= 1.0:
-            raise UserError(f"success threshold must be in (0, 1], got {self.success_threshold}")
+            raise UserError("--success-threshold must be in (0, 1]")
         if not 0.0 <= self.collapse_threshold < self.success_threshold:
             raise UserError(
                 f"collapse threshold must be in [0, success threshold={self.success_threshold}), "
                 f"got {self.collapse_threshold}"
             )
         if not 0.0 < self.decision_front <= 1.0:
-            raise UserError(f"decision front must be in (0, 1], got {self.decision_front}")
-        if not 0.0 <= self.random_start_fraction <= 1.0:
-            raise UserError(f"random start fraction must be in [0, 1], got {self.random_start_fraction}")
+            raise UserError(f"--decision-front must be in (0, 1], got {self.decision_front}")
+        if not 0.0 <= self.random_start_fraction < 1.0:
+            raise UserError("--random-start-fraction must be in [0, 1)")
         if self.min_episodes < 1:
-            raise UserError(f"min episodes must be >= 1, got {self.min_episodes}")
+            raise UserError(f"--min-episodes must be >= 1, got {self.min_episodes}")
         if self.collapse_min_episodes < self.min_episodes:
             raise UserError(
                 f"collapse min episodes ({self.collapse_min_episodes}) must be >= min episodes ({self.min_episodes})"
             )
         if self.front_half_life is not None and not self.front_half_life >= 0:
-            raise UserError(f"front half-life must be >= 0 episodes (0 or None: no forgetting), "
-                            f"got {self.front_half_life}")
+            raise UserError("--front-half-life must be >= 0 episodes (0: no forgetting)")
         if self.max_window_episodes is not None and self.max_window_episodes < 2 * self.collapse_min_episodes:
             # After halving, the count is only guaranteed to be above max/2.
             raise UserError(
@@ -576,15 +588,18 @@ class UnstickConfig:
     learning rate and a strong entropy bonus prevent.
     """
 
-    patience_frames: int = 5_000_000
+    patience_frames: int = knob(5_000_000, flag="--unstick-patience", metavar="FRAMES",
+                                help="frames without a new lowest start frame before lr and entropy "
+                                     "coefficient are lowered")
     """Frames without a new lowest start frame before a stall is declared.
 
     Same units as the ``frames`` passed to :meth:`StallDetector.update`
     (the caller decides: global agent steps or emulator frames).
     """
 
-    decay: float = 0.5
-    """Multiply lr and entropy coefficient by this at each stall."""
+    decay: float = knob(0.5, flag="--unstick-decay", metavar="D",
+                        help="factor applied to lr and entropy coefficient at each stall (they never fall "
+                             "below a fixed fraction of their initial values)")
 
     min_scale: float = 0.05
     """Never go below this fraction of the initial values."""
@@ -593,9 +608,9 @@ class UnstickConfig:
 
     def __post_init__(self) -> None:
         if self.patience_frames < 1:
-            raise UserError(f"stall patience must be >= 1 frame, got {self.patience_frames}")
+            raise UserError(f"--unstick-patience must be >= 1 frame, got {self.patience_frames}")
         if not 0.0 < self.decay < 1.0:
-            raise UserError(f"stall decay must be in (0, 1), got {self.decay}")
+            raise UserError(f"--unstick-decay must be in (0, 1), got {self.decay}")
         if not 0.0 < self.min_scale <= 1.0:
             raise UserError(f"stall min scale must be in (0, 1], got {self.min_scale}")
 

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
 
 REASON_SUCCESS_EXTRA_DONE = "success_extra_done"
@@ -62,15 +63,20 @@ SUCCESS_RULES = ("horizon", "demo_end")
 
 @dataclass
 class EpisodeRulesConfig:
-    success_rule: str = "horizon"
-    """``"horizon"``: tie the demo's score at its first reward event at or after ``start + success_horizon``;
-    ``"demo_end"``: tie the demo's whole returns-to-go (the original rule; cost grows with the demo)."""
+    """When an episode from a demo start succeeds and when it is cut (the module docstring says why)."""
 
-    success_horizon: int = 2000
-    """Frames past the start after which the ``"horizon"`` rule's target reward event may lie."""
+    success_rule: str = knob("horizon", flag="--success-rule", choices=SUCCESS_RULES,
+                             help="horizon: tie the demo's score at its first reward event at or after start + "
+                                  "--success-horizon; demo_end: tie the demo's whole remaining return (the "
+                                  "original rule; an episode's cost grows with what is left of the demo)")
 
-    lag_allowance: int = 60
-    """Frames the agent may fall behind the demo's score timeline before the episode is cut."""
+    success_horizon: int = knob(2000, flag="--success-horizon", metavar="FRAMES",
+                                help="frames past the start after which the horizon rule's target reward event "
+                                     "may lie")
+
+    lag_allowance: int = knob(60, flag="--lag-allowance", metavar="FRAMES",
+                              help="frames the agent may fall behind the demo's score timeline before the episode "
+                                   "is cut (60 frames = 15 agent steps)")
 
     score_deficit_allowance: float = 0.0
     """Points the agent may be short of the demo's score (``lag_allowance`` frames ago) before being cut."""
@@ -78,20 +84,23 @@ class EpisodeRulesConfig:
     extra_frames_scale: float = 7.0
     """After success, play ``int(exp(U(0, scale)))`` more frames, then truncate."""
 
-    max_episode_frames: int = 4500 * 4
-    """Hard time limit of one episode, in emulator frames."""
+    max_episode_frames: int = knob(4500 * 4, flag="--max-episode-frames", metavar="FRAMES",
+                                   help="time limit of one episode from a demo start, in emulator frames: the "
+                                        "episode rules' limit, not the env's own hard cap (which has no flag and "
+                                        "also ends episodes from the game start)")
+    """Not the env's cap (``AtariConfig.max_episode_frames``), which ends every episode, demo start or not."""
 
     def __post_init__(self) -> None:
         if self.success_rule not in SUCCESS_RULES:
-            raise UserError(f"success rule must be one of {', '.join(SUCCESS_RULES)}, got {self.success_rule!r}")
+            raise UserError(f"--success-rule must be one of {', '.join(SUCCESS_RULES)}, got {self.success_rule!r}")
         if self.success_horizon < 1:
-            raise UserError(f"success horizon must be >= 1 frame, got {self.success_horizon}")
+            raise UserError(f"--success-horizon must be >= 1 frame, got {self.success_horizon}")
         if self.lag_allowance < 0:
-            raise UserError(f"lag allowance must be >= 0 frames, got {self.lag_allowance}")
+            raise UserError(f"--lag-allowance must be >= 0 frames, got {self.lag_allowance}")
         if self.extra_frames_scale < 0:
             raise UserError(f"extra frames scale must be >= 0, got {self.extra_frames_scale}")
         if self.max_episode_frames < 1:
-            raise UserError(f"max episode frames must be >= 1, got {self.max_episode_frames}")
+            raise UserError(f"--max-episode-frames must be >= 1, got {self.max_episode_frames}")
 
 
 @dataclass(frozen=True)

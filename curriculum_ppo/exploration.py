@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
 
 
@@ -42,22 +43,26 @@ from curriculum_ppo.errors import UserError
 class ExploreConfig:
     """How much to explore right after a start in the curriculum window."""
 
-    epsilon: float = 0.2
-    """Probability mass moved to a uniformly random action (0 switches exploration off)."""
+    epsilon: float = knob(0.2, flag="--explore-epsilon", metavar="EPS",
+                          help="for the first --explore-steps agent steps of an exploring episode, mix this much "
+                               "uniform-random choice into the policy (0 = off)")
+    """Probability mass moved to a uniformly random action."""
 
-    steps: int = 8
-    """Agent steps after a window start during which ``epsilon`` applies (the new stretch of the demo)."""
+    steps: int = knob(8, flag="--explore-steps", metavar="K",
+                      help="agent steps after a window start that explore (after any --warmup-steps)")
+    """The new stretch of the demo: 8 agent steps are 32 frames, the default window's step."""
 
-    fraction: float = 0.5
-    """Fraction of the episodes started in the window that explore."""
+    fraction: float = knob(0.5, flag="--explore-fraction", metavar="P",
+                           help="fraction of the episodes started in the curriculum window that explore; they "
+                                "train the policy but do not count for the curriculum's success rate")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
-            raise UserError(f"exploration epsilon must be in [0, 1], got {self.epsilon}")
+            raise UserError("--explore-epsilon must be in [0, 1]")
         if self.steps < 0:
-            raise UserError(f"exploration steps must be >= 0, got {self.steps}")
+            raise UserError("--explore-steps must be >= 0")
         if not 0.0 <= self.fraction <= 1.0:
-            raise UserError(f"exploring fraction must be in [0, 1], got {self.fraction}")
+            raise UserError("--explore-fraction must be in [0, 1]")
 
 
 def epsilon_mixture(log_probs: Tensor, epsilon: Tensor) -> Tensor:

@@ -206,7 +206,11 @@ def test_unreachable_starts_and_the_stall_message():
 
 
 def test_rule_config_is_validated():
-    with pytest.raises(UserError, match="success rule"):
+    with pytest.raises(UserError, match="--success-rule must be one of horizon, demo_end"):
         EpisodeRulesConfig(success_rule="sometimes")
-    with pytest.raises(UserError, match="horizon"):
+    with pytest.raises(UserError, match="--success-horizon must be >= 1 frame"):
         EpisodeRulesConfig(success_horizon=0)
+    with pytest.raises(UserError, match="--lag-allowance must be >= 0 frames"):
+        EpisodeRulesConfig(lag_allowance=-1)
+    with pytest.raises(UserError, match="--max-episode-frames must be >= 1"):
+        EpisodeRulesConfig(max_episode_frames=0)

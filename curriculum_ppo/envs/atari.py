@@ -30,6 +30,7 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+from curriculum_ppo.config_flags import knob
 from curriculum_ppo.demo.store import Demo
 from curriculum_ppo.emulator import Emulator, EmulatorSettings
 from curriculum_ppo.episode_rules import DemoEpisodeTracker, EpisodeRulesConfig
@@ -42,21 +43,26 @@ OBS_MODES = {"gray84": (84, 84, 1), "rgb105x80": (105, 80, 3)}
 class AtariConfig:
     """Preprocessing and protocol settings; saved in checkpoints so evaluation matches training."""
 
-    obs_mode: str = "gray84"
-    """``gray84`` (84x84 grayscale, the Nature-DQN default) or ``rgb105x80`` (the original work's input)."""
+    obs_mode: str = knob("gray84", flag="--obs", choices=tuple(OBS_MODES),
+                         help="gray84: 84x84 grayscale (the Nature-DQN input), or rgb105x80: the original work's "
+                              "105x80 RGB input")
     frameskip: int = 4
     frame_stack: int = 4
     end_on_life_loss: bool = True
     """Training episodes end when a life is lost (evaluation plays until game over)."""
     clip_rewards: bool = True
     max_episode_frames: int = 108_000
-    """30 minutes of play, the standard evaluation cap."""
+    """The env's hard cap on any episode (30 minutes of play, the standard evaluation cap); no flag. Not
+    ``EpisodeRulesConfig.max_episode_frames`` (``--max-episode-frames``), the shorter limit of an episode
+    from a demo start."""
     sticky_prob: float = 0.0
     """Repeat the previous action with this probability (0.25 = ALE v5 protocol)."""
     noop_max: int = 0
     """Start real-game episodes with 1..noop_max random no-ops (evaluation protocol)."""
-    warmup_steps: int = 0
-    """Agent steps replaying the demo before a demo start (for recurrent policies)."""
+    warmup_steps: int = knob(0, flag="--warmup-steps", metavar="K",
+                             help="agent steps replaying the demo before a demo start, masked out of the loss "
+                                  "(warms a recurrent policy's memory); the first decision at the start frame is "
+                                  "trained on, and the --explore-steps come after the warm-up")
     start_cache_size: int = 128
     """Demo starts remembered per env, least recently used dropped first (emulator state + frame
     stack each). A repeated start is then one restoreState instead of a demo restore plus
@@ -69,7 +75,8 @@ class AtariConfig:
 
     def __post_init__(self) -> None:
         if self.obs_mode not in OBS_MODES:
-            raise UserError(f"unknown observation mode '{self.obs_mode}'; choose one of {', '.join(OBS_MODES)}")
+            raise UserError(f"--obs: unknown observation mode '{self.obs_mode}'; "
+                            f"choose one of {', '.join(OBS_MODES)}")
         if self.frameskip < 1 or self.frame_stack < 1:
             raise UserError("frameskip and frame stack must be >= 1")
 

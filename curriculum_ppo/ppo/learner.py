@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from curriculum_ppo.config_flags import knob
+from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.policy import unwrap
 
 __all__ = ["PPOConfig", "PPOLearner", "RolloutBatch", "rollout_obs_buffer", "unwrap"]
@@ -56,21 +58,27 @@ class PPOConfig:
     learner itself does not use them (GAE is computed before ``update``).
     """
 
-    lr: float = 2.5e-4
+    lr: float = knob(2.5e-4, flag="--lr", help="Adam learning rate")
     adam_eps: float = 1e-5
-    num_epochs: int = 4
-    num_minibatches: int = 8
-    clip_coef: float = 0.1
+    num_epochs: int = knob(4, flag="--epochs", help="PPO epochs per update")
+    num_minibatches: int = knob(8, flag="--minibatches", help="minibatches per epoch")
+    clip_coef: float = knob(0.1, flag="--clip", help="PPO clip range (policy and value)")
     clip_vloss: bool = True
-    ent_coef: float = 0.001
+    ent_coef: float = knob(0.001, flag="--ent-coef", help="entropy coefficient")
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     norm_adv: bool = True
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
+    gamma: float = knob(0.99, flag="--gamma", help="discount")
+    gae_lambda: float = knob(0.95, flag="--gae-lambda", help="GAE lambda")
     target_kl: float | None = None
     anneal_lr: bool = False  # honoured by the training loop through ``lr_scale``
     amp: bool = True  # bfloat16 trunk on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise UserError("--lr must be positive")
+        if self.num_epochs <= 0 or self.num_minibatches <= 0:
+            raise UserError("--epochs and --minibatches must be positive")
 
 
 @dataclass
