@@ -15,6 +15,7 @@ Printed as markdown, the generated flags are the tables of docs/training.md:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 from pathlib import Path
 
@@ -123,9 +124,11 @@ def run_train(args) -> int:
     config = build_config(args)
     dist = DistContext.from_env(config.device)
     try:
-        trainer = Trainer(config, args.run_dir, resume=args.resume, dist=dist)
-        return trainer.train()
+        return Trainer(config, args.run_dir, resume=args.resume, dist=dist).train()
     finally:
+        # The Trainer sits in reference cycles: without a collection here its DDP module, which holds the
+        # process group, would be freed during interpreter shutdown, where gloo can abort the process.
+        gc.collect()
         dist.close()
 
 
