@@ -310,7 +310,7 @@ def cleanrl_reference_loop(clock: LoopClock, device, num_envs, steps, rollouts, 
 
 def trainer_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch, workers, overlap=True, compile=False,
                  threads=None, env_groups=1, learner_steps_envs=False, groups_by_worker=False,
-                 spin_wait_us=0.0) -> int:
+                 spin_wait_us=0.0, cpu_bf16=False) -> int:
     """The Trainer as ``train`` runs it, for ``rollouts`` rollouts; returns the workers' peak RSS (bytes)."""
     from curriculum_ppo.training.config import TrainConfig
     from curriculum_ppo.training.loop import Trainer
@@ -342,6 +342,7 @@ def trainer_loop(clock: LoopClock, device, num_envs, steps, rollouts, arch, work
                              env_groups=env_groups, learner_steps_envs=learner_steps_envs,
                              groups_by_worker=groups_by_worker, spin_wait_us=spin_wait_us)
         config.total_frames = rollouts * num_envs * steps * config.atari.frameskip
+        config.ppo.cpu_bf16 = cpu_bf16
         trainer = TimedTrainer(config, Path(tmp) / "run", quiet=True)
         trainer.train()
         return sum(trainer.worker_peak_rss)
@@ -410,6 +411,8 @@ def contenders(args) -> list[dict]:
             specs.append({"name": "cleanrl_reference", "loop": "cleanrl_reference"})
         specs.append({"name": "cleanrl_style", "loop": "cleanrl_style"})
     specs.append({"name": "curriculum_ppo", "loop": "trainer"})
+    if args.cpu_bf16:
+        specs.append({"name": "curriculum_ppo_cpu_bf16", "loop": "trainer", "kwargs": {"cpu_bf16": True}})
     for n in args.trainer_threads:
         specs.append({"name": f"curriculum_ppo_threads{n}", "loop": "trainer", "kwargs": {"threads": n}})
     if args.pool_variants:
@@ -469,6 +472,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--trainer-threads", type=int, nargs="*", default=[],
                         help="also measure the Trainer with these torch thread counts (the default row uses train's "
                              "default: one per core on CPU, 1 with a GPU)")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="also measure the Trainer with --cpu-bf16 (bfloat16 conv trunk where the CPU has the kernels)")
     parser.add_argument("--pool-variants", action="store_true",
                         help="also measure the Trainer with --env-groups 2, --learner-steps-envs, "
                              "--env-groups WORKERS --groups-by-worker, and --spin-wait-us SPIN_US alone, with "

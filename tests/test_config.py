@@ -34,6 +34,8 @@ TODAYS_FLAGS = {
 TODAYS_RUNTIME = {"--minutes", "--stop-at-success", "--frames", "--device", "--workers", "--env-groups",
                   "--learner-steps-envs", "--groups-by-worker", "--spin-wait-us", "--front-half-life",
                   "--status-every", "--threads", "--checkpoint-every", "--no-overlap", "--compile"}
+# Flags added since, each a runtime knob: how a run executes, not what it learns.
+ADDED_FLAGS = {"--cpu-bf16"}
 
 
 def train_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -51,19 +53,19 @@ def parse(tmp_path, *flags):
 def test_the_train_command_keeps_every_flag_it_had():
     _, train = train_parser()
     flags = {s for action in train._actions for s in action.option_strings if s.startswith("--")} - {"--help"}
-    assert flags == TODAYS_FLAGS
+    assert flags == TODAYS_FLAGS | ADDED_FLAGS
 
 
 def test_only_the_runtime_flags_are_marked_runtime():
     runtime = {k.flag.name for k in config_flags.knobs(TrainConfig) if k.flag.runtime}
-    assert runtime == TODAYS_RUNTIME
+    assert runtime == TODAYS_RUNTIME | ADDED_FLAGS
 
 
 def test_every_flag_help_shows_its_fields_default():
     _, train = train_parser()
     helps = {s: action.help for action in train._actions for s in action.option_strings}
     knobs = list(config_flags.knobs(TrainConfig))
-    assert len(knobs) == len(TODAYS_FLAGS) - 6  # all but --demo, --game, --run-dir, --resume, --config, --no-curriculum
+    assert len(knobs) == len(TODAYS_FLAGS | ADDED_FLAGS) - 6  # all but --demo, --game, --run-dir, --resume, --config, --no-curriculum
     for knob in knobs:
         default = knob.default
         section = TrainConfig() if len(knob.path) == 1 else getattr(TrainConfig(), knob.path[0])
@@ -119,6 +121,7 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         tmp_path, "--frames", "5000", "--minutes", "2", "--stop-at-success", "0.5", "--num-envs", "4",
         "--workers", "2", "--env-groups", "2", "--learner-steps-envs", "--groups-by-worker", "--spin-wait-us", "100",
         "--steps", "16", "--seed", "9", "--device", "cpu", "--threads", "3", "--no-overlap", "--compile",
+        "--cpu-bf16",
         "--status-every", "0.5", "--checkpoint-every", "7", "--arch", "large", "--recurrent", "--obs", "rgb105x80",
         "--warmup-steps", "2", "--lr", "5e-4", "--ent-coef", "0.01", "--gamma", "0.9", "--gae-lambda", "0.8",
         "--epochs", "3", "--minibatches", "2", "--clip", "0.2", "--window", "32", "--success-threshold", "0.3",
@@ -137,7 +140,7 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "status_every": 0.5, "checkpoint_every": 7, "arch": "large", "recurrent": True, "demo": "x.h5", "game": "pong",
         "atari": {"obs_mode": "rgb105x80", "warmup_steps": 2},
         "ppo": {"lr": 5e-4, "ent_coef": 0.01, "gamma": 0.9, "gae_lambda": 0.8, "num_epochs": 3, "num_minibatches": 2,
-                "clip_coef": 0.2},
+                "clip_coef": 0.2, "cpu_bf16": True},
         "curriculum": {"window": 32, "success_threshold": 0.3, "random_start_fraction": 0.1, "decision_front": 0.5,
                        "min_episodes": 16, "front_half_life": 8.0},
         "rules": {"lag_allowance": 40, "max_episode_frames": 9000, "success_rule": "demo_end",
@@ -227,7 +230,7 @@ def test_resume_changes_only_runtime_knobs(tmp_path):
         with pytest.raises(UserError) as error:
             build_config(parse(tmp_path, "--resume", *[flag] + ([value] if value else [])))
         message = str(error.value)
-        assert message.startswith("--resume keeps the run's settings; only --checkpoint-every, --compile, --device")
+        assert message.startswith("--resume keeps the run's settings; only --checkpoint-every, --compile, --cpu-bf16, --device")
         assert message.endswith(f"may change (got {flag})")
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.ppo.learner import PPOConfig, PPOLearner, RolloutBatch, rollout_obs_buffer
+from curriculum_ppo.ppo.learner import (PPOConfig, PPOLearner, RolloutBatch, cpu_has_bf16, rollout_obs_buffer,
+                                        trunk_dtype)
 from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, episode_pieces, unwrap
 
 SMALL_OBS = (1, 36, 36)  # the smallest frame the 8/4, 4/2, 3/1 conv stack accepts
@@ -286,6 +288,58 @@ def test_update_reports_all_stats_and_scales():
     assert stats["num_gradient_steps"] == 32  # 4 epochs x 8 minibatches (the defaults)
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1.25e-4)
     assert policy.autocast_dtype is None  # amp=True is a no-op on CPU
+
+
+def test_trunk_dtype_is_bfloat16_on_cuda_by_default_and_on_cpu_only_when_asked_and_supported():
+    assert trunk_dtype(PPOConfig(), "cuda") is torch.bfloat16
+    assert trunk_dtype(PPOConfig(amp=False), "cuda") is None
+    assert trunk_dtype(PPOConfig(), "cpu", cpu_bf16_kernels=True) is None  # off unless asked
+    assert trunk_dtype(PPOConfig(cpu_bf16=True), "cpu", cpu_bf16_kernels=True) is torch.bfloat16
+    assert trunk_dtype(PPOConfig(cpu_bf16=True), "cpu", cpu_bf16_kernels=False) is None  # emulated bf16 is slower
+    assert trunk_dtype(PPOConfig(cpu_bf16=True), "mps", cpu_bf16_kernels=True) is None
+
+
+def conv_output_dtypes(policy: ActorCritic, obs: torch.Tensor) -> set[torch.dtype]:
+    seen = set()
+    hooks = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+             for m in policy.cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        policy(obs)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+def test_a_module_set_for_cuda_runs_cpu_inputs_in_float32():
+    policy = ActorCritic(PolicyConfig(num_actions=4, **SMALL))
+    policy.set_mixed_precision(torch.bfloat16, "cuda")
+    assert conv_output_dtypes(policy, random_obs(2)) == {torch.float32}
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 kernels (AMX or AVX-512-BF16)")
+def test_cpu_bf16_runs_the_trunk_in_bfloat16_for_rollouts_and_updates_alike():
+    torch.manual_seed(0)
+    policy = ActorCritic(PolicyConfig(num_actions=4, **SMALL))
+    learner = PPOLearner(policy, PPOConfig(cpu_bf16=True, num_epochs=1, num_minibatches=1), "cpu")
+    assert learner.trunk_dtype is torch.bfloat16
+    obs = random_obs(4)
+    assert conv_output_dtypes(policy, obs) == {torch.bfloat16}
+    fp32 = copy.deepcopy(policy)
+    fp32.set_mixed_precision(None)
+    logits, value, _ = policy(obs)
+    ref_logits, ref_value, _ = fp32(obs)
+    assert logits.dtype == value.dtype == torch.float32  # heads stay float32
+    assert not torch.equal(logits, ref_logits) and torch.allclose(logits, ref_logits, atol=2e-3)
+    # The training pass (sequence=True, as the update calls it) sees the rollout's numerics: the bfloat16 ones.
+    seq = random_obs(3, 4)
+    with torch.no_grad():
+        step_logits = torch.stack([policy(seq[t])[0] for t in range(3)])
+        train_logits = policy(seq, sequence=True)[0]
+        fp32_logits = fp32(seq, sequence=True)[0]
+    assert torch.allclose(train_logits, step_logits, rtol=0, atol=1e-6)
+    assert (train_logits - fp32_logits).abs().max() > 1e-5
+    stats = learner.update(random_batch(policy))
+    assert all(math.isfinite(stats[k]) for k in PPOLearner.STAT_NAMES)
 
 
 @pytest.mark.parametrize("recurrent", [False, True])

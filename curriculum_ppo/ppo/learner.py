@@ -18,9 +18,11 @@ Design points, and why:
   are one small copy of ``loss_mask`` to the CPU at the start (to skip
   minibatches with no valid sample), if ``target_kl`` is set one per epoch, and
   for a recurrent policy one per minibatch (the GRU reads where episodes start).
-* Mixed precision (CUDA only): the policy's conv trunk runs in bfloat16, GRU and
-  heads in float32 (see ``policy.py``). bfloat16 has float32's range, so no
-  gradient scaler is needed.
+* Mixed precision: the policy's conv trunk runs in bfloat16, GRU and heads in
+  float32 (see ``policy.py``), on CUDA by default (``amp``) and on CPUs only when
+  asked (``cpu_bf16``) and only where oneDNN has bfloat16 kernels (AMX or
+  AVX-512-BF16; :func:`cpu_has_bf16`): elsewhere bfloat16 is emulated and slower.
+  bfloat16 has float32's range, so no gradient scaler is needed.
 * DistributedDataParallel: pass the wrapped policy. Training passes call the
   wrapper (``self.policy(..., sequence=True)``), so gradients are all-reduced;
   everything else goes through :func:`unwrap`.
@@ -38,7 +40,7 @@ from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.policy import unwrap
 
-__all__ = ["PPOConfig", "PPOLearner", "RolloutBatch", "rollout_obs_buffer", "unwrap"]
+__all__ = ["PPOConfig", "PPOLearner", "RolloutBatch", "cpu_has_bf16", "rollout_obs_buffer", "trunk_dtype", "unwrap"]
 
 
 @dataclass
@@ -73,6 +75,9 @@ class PPOConfig:
     target_kl: float | None = None
     anneal_lr: bool = False  # honoured by the training loop through ``lr_scale``
     amp: bool = True  # bfloat16 trunk on CUDA; ignored on CPU
+    cpu_bf16: bool = knob(False, flag="--cpu-bf16", runtime=True,
+                          help="run the conv trunk in bfloat16 on CPUs with bfloat16 kernels (AMX or AVX-512-BF16); "
+                               "other CPUs train in float32, with a warning")
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -180,6 +185,25 @@ def _fused_adam(policy: nn.Module, lr: float, eps: float) -> torch.optim.Adam:
         return torch.optim.Adam(policy.parameters(), lr=lr, eps=eps)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (AMX or AVX-512-BF16)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the probe: assume not
+        return False
+
+
+def trunk_dtype(config: PPOConfig, device_type: str, cpu_bf16_kernels: bool | None = None) -> torch.dtype | None:
+    """The conv trunk's autocast dtype on ``device_type``: bfloat16 on CUDA with ``amp``, on CPU with ``cpu_bf16``
+    where the CPU has bfloat16 kernels (``cpu_bf16_kernels``, default :func:`cpu_has_bf16`); else None (float32)."""
+    if device_type == "cuda":
+        return torch.bfloat16 if config.amp else None
+    if device_type == "cpu" and config.cpu_bf16:
+        has_kernels = cpu_has_bf16() if cpu_bf16_kernels is None else cpu_bf16_kernels
+        return torch.bfloat16 if has_kernels else None
+    return None
+
+
 class PPOLearner:
     """Owns the optimizer and performs PPO updates of ``policy`` (optionally DDP-wrapped)."""
 
@@ -191,10 +215,10 @@ class PPOLearner:
         self.device = torch.device(device)
         self.module = unwrap(policy)
         self.recurrent: bool = bool(getattr(self.module, "recurrent", False))
-        use_amp = self.config.amp and self.device.type == "cuda"
+        self.trunk_dtype = trunk_dtype(self.config, self.device.type)  # None: the trunk runs in float32
         if hasattr(self.module, "set_mixed_precision"):
             # On the module, not around the update, so rollouts (act) use identical numerics.
-            self.module.set_mixed_precision(torch.bfloat16 if use_amp else None)
+            self.module.set_mixed_precision(self.trunk_dtype, self.device.type)
         self.optimizer = _fused_adam(policy, self.config.lr, self.config.adam_eps)
         self._ddp = isinstance(policy, nn.parallel.DistributedDataParallel)
         # Minibatch shuffling has its own generator (seeded from the global one, so torch.manual_seed still

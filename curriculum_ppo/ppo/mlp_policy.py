@@ -49,7 +49,7 @@ class MLPActorCritic(nn.Module):
     def recurrent(self) -> bool:
         return False
 
-    def set_mixed_precision(self, dtype: torch.dtype | None) -> None:
+    def set_mixed_precision(self, dtype: torch.dtype | None, device_type: str = "cuda") -> None:
         """Accepted for interface compatibility; the MLP always runs in float32 (it is tiny)."""
         self.autocast_dtype = dtype
 

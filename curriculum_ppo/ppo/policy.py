@@ -16,7 +16,7 @@ heads can still use the current frame directly.
 Numerics: observations arrive as uint8 and are scaled to [0, 1] inside the
 network, so rollouts can store (and ship to the GPU) 4x smaller tensors. When
 mixed precision is switched on (:meth:`ActorCritic.set_mixed_precision`, done by
-the learner on CUDA) only the conv+FC trunk runs in bfloat16; the GRU recurrence
+the learner on CUDA, and on CPU with ``--cpu-bf16``) only the conv+FC trunk runs in bfloat16; the GRU recurrence
 and both heads stay in float32. PPO divides new by old action probabilities, and
 with clip 0.1 the ~1% rounding error of bfloat16 logits would already be a
 visible fraction of the trust region; a 128-step recurrence would also
@@ -195,6 +195,7 @@ class ActorCritic(nn.Module):
         fc_size = config.hidden_size or fc_size
         self.hidden_size = fc_size
         self.autocast_dtype: torch.dtype | None = None
+        self.autocast_device = "cuda"
         # How the GRU handles episode starts inside a segment (see _gru_sequence); None: chosen per call.
         self.gru_packed: bool | None = None
 
@@ -244,12 +245,13 @@ class ActorCritic(nn.Module):
     def recurrent(self) -> bool:
         return self.gru is not None
 
-    def set_mixed_precision(self, dtype: torch.dtype | None) -> None:
-        """Run the conv/FC trunk under CUDA autocast with ``dtype`` (None: float32).
+    def set_mixed_precision(self, dtype: torch.dtype | None, device_type: str = "cuda") -> None:
+        """Run the conv/FC trunk under autocast with ``dtype`` (None: float32) for inputs on ``device_type``.
 
-        Has no effect on CPU inputs. GRU and heads always stay float32 (see module doc).
+        Inputs on other devices run in float32 (a CUDA-trained module evaluated on a CPU keeps float32).
+        GRU and heads always stay float32 (see module doc).
         """
-        self.autocast_dtype = dtype
+        self.autocast_dtype, self.autocast_device = dtype, device_type
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> Tensor | None:
         """Zero GRU state [B, hidden] for a fresh batch of environments, or None."""
@@ -259,7 +261,7 @@ class ActorCritic(nn.Module):
 
     def _encode(self, obs: Tensor) -> Tensor:
         """uint8 [N,C,H,W] -> float32 features [N, hidden]."""
-        use_amp = self.autocast_dtype is not None and obs.device.type == "cuda"
+        use_amp = self.autocast_dtype is not None and obs.device.type == self.autocast_device
         # One pass from uint8 to float in NHWC; no layout change when obs is already NHWC (rollout_obs_buffer).
         x = obs.to(torch.float32, memory_format=torch.channels_last).div_(255.0)
         with torch.autocast(device_type=obs.device.type, dtype=self.autocast_dtype, enabled=use_amp):

@@ -253,8 +253,12 @@ class Trainer:
 
     def _announce(self) -> None:
         ranks = f" x {self.dist.world_size} ranks" if self.dist.world_size > 1 else ""
-        self.logger.info(f"training on {self.device} with {self.config.num_envs} envs in {self.pool.num_workers} "
+        bf16 = " (bfloat16 trunk)" if self.learner.trunk_dtype is not None else ""
+        self.logger.info(f"training on {self.device}{bf16} with {self.config.num_envs} envs in {self.pool.num_workers} "
                          f"workers{ranks}; run dir {self.run_dir}")
+        if self.config.ppo.cpu_bf16 and self.device.type == "cpu" and self.learner.trunk_dtype is None:
+            self.logger.info("warning: --cpu-bf16: this CPU has no bfloat16 kernels (AMX or AVX-512-BF16); "
+                             "training in float32")
         if self.demo_info.get("unreachable") and self.scheduler is not None:
             self.logger.info(f"warning: {self.demo_info['unreachable']}")
 
