@@ -107,6 +107,8 @@ def test_cached_demo_start_is_identical_to_a_fresh_one(demo, settings):
         np.testing.assert_array_equal(a, b)
         assert info_a == info_b
         assert cached.emulator.save_state() == fresh.emulator.save_state()
+        np.testing.assert_array_equal(cached.render(), fresh.render())  # the start's screen, not the last one drawn
+        assert cached.emulator.save_state() == fresh.emulator.save_state()
         for action in (3, 3, 1, 5, 0, 4, 11, 2):
             sa, ra, ta, ua, ia = cached.step(action)
             sb, rb, tb, ub, ib = fresh.step(action)

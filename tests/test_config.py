@@ -248,3 +248,11 @@ def test_the_real_command_builds_train_flags_only_when_train_runs():
              "args = build_parser().parse_args(['verify', 'x.h5']); print(args.command, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.stdout.split() == ["verify", "False"], result.stderr
+
+
+def test_a_config_of_an_older_version_loads_with_the_env_time_limit_renamed():
+    """Before the env's hard cap and the episode rules' limit had distinct names, both were ``max_episode_frames``."""
+    config = TrainConfig.from_dict({"atari": {"max_episode_frames": 5000}, "rules": {"max_episode_frames": 900}})
+    assert config.atari.time_limit_frames == 5000 and config.rules.max_episode_frames == 900
+    with pytest.raises(UserError, match="unknown config keys in 'atari': max_frames"):
+        TrainConfig.from_dict({"atari": {"max_frames": 5000}})

@@ -246,6 +246,20 @@ def test_truncated_and_incompatible_checkpoints(capsys, checkpoint, tmp_path):
     assert_nothing_written(out_dir)
 
 
+def test_checkpoint_of_an_older_version_keeps_its_env_time_limit(checkpoint, tmp_path):
+    """Older configs named the env's hard cap ``max_episode_frames`` (today ``time_limit_frames``): it is renamed
+    on load, not dropped."""
+    from curriculum_ppo.evaluation.checkpoint import load_for_eval
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = json.loads(state["config_json"])
+    config["atari"]["max_episode_frames"] = config["atari"].pop("time_limit_frames") - 1000
+    state["config_json"] = json.dumps(config)
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert load_for_eval(old, "cpu").atari["time_limit_frames"] == 107_000
+
+
 def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tmp_path):
     """A GRU checkpoint (fresh weights in the trained checkpoint's frame): the state is zeroed per episode."""
     from curriculum_ppo.evaluation.checkpoint import load_for_eval
@@ -270,7 +284,7 @@ def test_recurrent_policy_is_evaluated_with_its_gru_state(capsys, checkpoint, tm
     # including the third one, which env 0 starts right after its first (with a zeroed GRU state).
     ckpt = load_for_eval(path, torch.device("cpu"))
     assert ckpt.recurrent
-    atari = {**ckpt.atari, "end_on_life_loss": False, "max_episode_frames": 160}
+    atari = {**ckpt.atari, "end_on_life_loss": False, "time_limit_frames": 160}
     jobs = [("plain", 5, None)] * 3
     factory = EvalEnvFactory(game=ckpt.game, atari=atari, rules=ckpt.rules,
                              protocol_configs={"plain": {"atari": atari, "epsilon": 0.0}})

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import gymnasium as gym
@@ -51,10 +52,11 @@ class AtariConfig:
     end_on_life_loss: bool = True
     """Training episodes end when a life is lost (evaluation plays until game over)."""
     clip_rewards: bool = True
-    max_episode_frames: int = 108_000
+    time_limit_frames: int = 108_000
     """The env's hard cap on any episode (30 minutes of play, the standard evaluation cap); no flag. Not
     ``EpisodeRulesConfig.max_episode_frames`` (``--max-episode-frames``), the shorter limit of an episode
-    from a demo start."""
+    from a demo start. (Configs saved before the two had distinct names call this one
+    ``max_episode_frames``: :meth:`upgrade_legacy` renames it.)"""
     sticky_prob: float = 0.0
     """Repeat the previous action with this probability (0.25 = ALE v5 protocol)."""
     noop_max: int = 0
@@ -72,6 +74,13 @@ class AtariConfig:
     starts behind the window rarely repeat on a long demo. The default holds a default-width
     window twice over even for a single env; raise it for a much wider window with few envs,
     0 turns the cache off."""
+
+    LEGACY_KEYS: ClassVar[dict[str, str]] = {"max_episode_frames": "time_limit_frames"}
+
+    @classmethod
+    def upgrade_legacy(cls, fields: dict | None) -> dict:
+        """``fields`` (a saved config's atari section) with the keys of older versions renamed to today's."""
+        return {cls.LEGACY_KEYS.get(key, key): value for key, value in (fields or {}).items()}
 
     def __post_init__(self) -> None:
         if self.obs_mode not in OBS_MODES:
@@ -119,6 +128,7 @@ class AtariEnv(gym.Env):
         self._lives = 0
         self._score = 0.0
         self._frames = 0
+        self._undrawn_start: int | None = None  # a cached start restored since the last emulated frame
 
     # -- observation helpers ----------------------------------------------------------
     def _grab(self, slot: int) -> None:
@@ -140,6 +150,7 @@ class AtariEnv(gym.Env):
         reward = 0.0
         n = len(actions)
         emu = self.emulator
+        self._undrawn_start = None
         for i, a in enumerate(actions):
             reward += emu.step(a)
             if i >= n - 2:
@@ -159,7 +170,9 @@ class AtariEnv(gym.Env):
             state, stack = cached
             self.emulator.restore_state(state)
             self._stack[...] = stack
-            # No screens are kept: the next step grabs both before reading them.
+            # No screens are kept: the next step grabs both before reading them. restoreState does not
+            # redraw the screen, so render() replays this start if it is asked for the screen before a step.
+            self._undrawn_start = t
             return
         self._fill_stack_by_replay(t)
         if self.config.start_cache_size > 0:
@@ -266,7 +279,7 @@ class AtariEnv(gym.Env):
         if self._tracker is not None:
             verdict = self._tracker.step(self._frames, self._score)
             success, truncated, reason = verdict.success, verdict.truncated, verdict.reason
-        if not truncated and self._frames >= cfg.max_episode_frames:
+        if not truncated and self._frames >= cfg.time_limit_frames:
             truncated, reason = True, "max_frames"
         if terminated:
             reason = "game_over" if self.emulator.game_over() else "life_lost"
@@ -284,6 +297,9 @@ class AtariEnv(gym.Env):
         return self._stack.copy(), reward, bool(terminated), bool(truncated), info
 
     def render(self):
+        start, self._undrawn_start = self._undrawn_start, None
+        if start is not None:  # replaying the start draws its screen and ends in the cached state
+            self._fill_stack_by_replay(start)
         return self.emulator.screen_rgb()
 
     def close(self):

@@ -82,7 +82,7 @@ def load_for_eval(path: str | os.PathLike, device) -> LoadedCheckpoint:
         raise UserError(f"{path}: the network weights do not fit the saved network config "
                         f"({str(exc).splitlines()[0][:160]})") from None
     policy.to(device).eval()
-    atari = asdict(AtariConfig(**_known_fields(AtariConfig, config.get("atari"))))
+    atari = asdict(AtariConfig(**_known_fields(AtariConfig, AtariConfig.upgrade_legacy(config.get("atari")))))
     rules = asdict(EpisodeRulesConfig(**_known_fields(EpisodeRulesConfig, config.get("rules"))))
     return LoadedCheckpoint(
         path=path, game=str(ckpt["game"]), policy=policy, atari=atari, rules=rules,

@@ -42,7 +42,7 @@ def build_plan(settings: EvalSettings, game: str, atari: dict, rules: dict, demo
     sticky actions, epsilon) on top of them. From the game start episodes play on after a life is
     lost; from a demo frame they end as the curriculum ended them in training.
     """
-    atari = {**atari, "max_episode_frames": settings.max_frames}
+    atari = {**atari, "time_limit_frames": settings.max_frames}
     rules = dict(rules)
     if start is None:
         atari["end_on_life_loss"] = False

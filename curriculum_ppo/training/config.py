@@ -171,6 +171,8 @@ class TrainConfig:
                 if not isinstance(value, dict):
                     raise UserError(f"config section '{key}' must be a JSON object, got {value!r}")
                 section = SECTIONS[key]
+                if hasattr(section, "upgrade_legacy"):  # a config saved by an older version
+                    value = section.upgrade_legacy(value)
                 names = {f.name for f in dataclasses.fields(section)}
                 bad = set(value) - names
                 if bad:
