@@ -18,6 +18,7 @@ from curriculum_ppo.training.run_dir import (RunDir, capture_rank_state, check_r
                                              load_checkpoint, rank_state_digest, restore_rank_state,
                                              saved_config, saved_scheduler_state, saved_stall_state)
 from curriculum_ppo.training.stats import EpisodeStats
+from state_compare import assert_same_state
 
 
 def toy_config(**overrides) -> TrainConfig:
@@ -26,22 +27,6 @@ def toy_config(**overrides) -> TrainConfig:
                          curriculum=CurriculumConfig(window=8, min_episodes=4), **overrides)
     config.ppo.num_minibatches = 2
     return config
-
-
-def assert_same(a, b, where=""):
-    """Nested dicts/lists of tensors and plain values, compared exactly."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
 
 
 def test_save_then_load_gives_identical_model_optimizer_curriculum_rngs_and_counters(tmp_path):
@@ -70,9 +55,9 @@ def test_save_then_load_gives_identical_model_optimizer_curriculum_rngs_and_coun
     saved = load_checkpoint(run / "checkpoints" / "latest.pt")
     resumed = Trainer(toy_config(), run, resume=True, quiet=True)
     try:
-        assert_same(resumed.policy.state_dict(), first.policy.state_dict(), "model")
-        assert_same(resumed.behaviour.state_dict(), first.policy.state_dict(), "behaviour policy")
-        assert_same(resumed.learner.state_dict(), first.learner.state_dict(), "learner")
+        assert_same_state(resumed.policy.state_dict(), first.policy.state_dict(), "model")
+        assert_same_state(resumed.behaviour.state_dict(), first.policy.state_dict(), "behaviour policy")
+        assert_same_state(resumed.learner.state_dict(), first.learner.state_dict(), "learner")
         state = resumed.learner.optimizer.state_dict()["state"]
         assert state and all(float(v["step"]) == 3 * 4 * 2 for v in state.values())  # 3 updates x 4 epochs x 2
         assert resumed.scheduler.state_dict() == sched.state_dict() and resumed.scheduler.moves == 2

@@ -21,6 +21,7 @@ from curriculum_ppo.training.loop import Trainer
 from curriculum_ppo.training.run_dir import load_checkpoint
 from curriculum_ppo.training.seeds import env_seed
 from curriculum_ppo.training.stats import success_by_start_table
+from state_compare import assert_same_state
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
 # --workers 0 steps the envs in the learner process: the same env and loop code without the start-up
@@ -126,22 +127,6 @@ def _run_config(run_dir: Path) -> TrainConfig:
     return config
 
 
-def _assert_state_equal(a, b, where=""):
-    """Nested dicts/lists of tensors and plain values, compared exactly."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _assert_state_equal(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_state_equal(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def test_resume_continues_counters_model_and_curriculum(tiny_run, tmp_path):
     """Right after loading, everything the checkpoint holds is back exactly: weights, Adam's moments and
     step counts, the curriculum (at a position a fresh run does not have), the stall detector, the learner's
@@ -173,10 +158,10 @@ def test_resume_continues_counters_model_and_curriculum(tiny_run, tmp_path):
 
     resumed = Trainer(_run_config(copy), copy, resume=True, quiet=True)
     try:
-        _assert_state_equal(resumed.policy.state_dict(), saved["model"], "model")
-        _assert_state_equal(resumed.behaviour.state_dict(), saved["model"], "behaviour policy")
+        assert_same_state(resumed.policy.state_dict(), saved["model"], "model")
+        assert_same_state(resumed.behaviour.state_dict(), saved["model"], "behaviour policy")
         optimizer = resumed.learner.optimizer.state_dict()
-        _assert_state_equal(optimizer["state"], saved["learner"]["optimizer"]["state"], "optimizer")
+        assert_same_state(optimizer["state"], saved["learner"]["optimizer"]["state"], "optimizer")
         moments = [v["exp_avg_sq"] for v in optimizer["state"].values()]
         assert moments and all(m.abs().sum() > 0 for m in moments)  # 5 updates of moments, not a fresh Adam
         ppo = resumed.config.ppo
