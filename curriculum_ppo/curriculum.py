@@ -61,6 +61,28 @@ class CurriculumConfig:
     move (which would look like a collapse) while progress stays fast.
     """
 
+    adaptive_step: bool = knob(False, flag="--adaptive-step",
+                               help="move back further when the window's front succeeds well above "
+                                    "--success-threshold: the step times the front's success rate over the "
+                                    "threshold, at most the window")
+    """Scale each move back by how far the front's success rate is above the threshold.
+
+    The move back is ``step * rate / success_threshold`` demo frames, rounded, never less than
+    :attr:`effective_step` and never more than :attr:`window`. ``rate`` is the front's
+    recency-weighted success rate, the one that triggered the move.
+
+    Why: the threshold is the least evidence that the front is learned; a front that succeeds
+    far above it is learned with room to spare, and making the agent replay it from half a
+    window further back spends episodes that teach it little. A rate exactly at the threshold
+    keeps today's step, so the rule only ever adds to a move that would happen anyway. Why
+    proportional: the rate over the threshold is the one number the move was decided on, and the
+    rule needs no new dial. Why at most a window: the new window then still ends at (or after)
+    the old front, so no demo frame is skipped without ever being a start. Moves forward on a
+    collapse keep the plain step: after a too-ambitious move back, half a step forward puts the
+    last learned front back inside the window. Off by default until the ablation of issue #22
+    measures it.
+    """
+
     success_threshold: float = knob(0.2, flag="--success-threshold", metavar="R",
                                     help="move back when this fraction of the episodes started in the window's "
                                          "front tie or beat the demo")
@@ -416,7 +438,7 @@ class CurriculumScheduler:
             if self._slot == 0:
                 self._done = True
                 return MOVE_DONE
-            self._move_to(max(0, self._slot - self.step_slots))
+            self._move_to(max(0, self._slot - self._back_step_slots(weighted_successes / weight)))
             return MOVE_BACK
         attempts, successes = self._window_counts()
         rate = successes / attempts if attempts else 0.0
@@ -426,6 +448,16 @@ class CurriculumScheduler:
                 self._move_to(target)
                 return MOVE_FORWARD
         return None
+
+    def _back_step_slots(self, front_rate: float) -> int:
+        """Slots to move back by when the front succeeds at ``front_rate``.
+
+        The plain step, or with :attr:`CurriculumConfig.adaptive_step` the step scaled by
+        ``front_rate / success_threshold`` within ``[step, window]``."""
+        if not self.config.adaptive_step:
+            return self.step_slots
+        scaled = int(round(self.step_slots * front_rate / self.config.success_threshold))
+        return max(self.step_slots, min(self.window_slots, scaled))
 
     def _move_to(self, slot: int) -> None:
         self._slot = slot
@@ -473,7 +505,7 @@ class CurriculumScheduler:
     def state_dict(self) -> dict:
         """JSON-serialisable state; count arrays are stored sparsely (most slots are never played)."""
         return {
-            "config": dataclasses.asdict(self.config),
+            "config": _saved_config(self.config),
             "demo_length": self.demo_length,
             "frame_granularity": self.granularity,
             "initial_slot": self.initial_slot,
@@ -547,6 +579,22 @@ def state_summary(state: dict) -> dict:
     length = state.get("demo_length")
     return {"demo_length": None if length is None else int(length), "window_start": front, "done": done,
             "start_frame": 0 if done else front}
+
+
+OPT_IN_FIELDS = ("adaptive_step",)
+"""Config fields of levers that are off by default; a saved state names them only when they are on."""
+
+
+def _saved_config(config: CurriculumConfig) -> dict:
+    """The config as a saved state records it: with every lever of :data:`OPT_IN_FIELDS` that is off left out,
+    so the state of a run that does not use them is the same as before they existed (for the record only:
+    :meth:`CurriculumScheduler.load_state_dict` keeps the config in use)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(CurriculumConfig)}
+    saved = dataclasses.asdict(config)
+    for name in OPT_IN_FIELDS:
+        if saved[name] == defaults[name]:
+            del saved[name]
+    return saved
 
 
 def _num_slots(demo_length: int, granularity: int) -> int:

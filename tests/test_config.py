@@ -36,6 +36,8 @@ TODAYS_RUNTIME = {"--minutes", "--stop-at-success", "--frames", "--device", "--w
                   "--status-every", "--threads", "--checkpoint-every", "--no-overlap", "--compile"}
 # Flags added since, each a runtime knob: how a run executes, not what it learns.
 ADDED_FLAGS = {"--cpu-bf16"}
+# Flags added since that change what a run learns (opt-in levers of issue #22): --resume may not change them.
+ADDED_LEARNING_FLAGS = {"--adaptive-step"}
 
 
 def train_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -53,7 +55,7 @@ def parse(tmp_path, *flags):
 def test_the_train_command_keeps_every_flag_it_had():
     _, train = train_parser()
     flags = {s for action in train._actions for s in action.option_strings if s.startswith("--")} - {"--help"}
-    assert flags == TODAYS_FLAGS | ADDED_FLAGS
+    assert flags == TODAYS_FLAGS | ADDED_FLAGS | ADDED_LEARNING_FLAGS
 
 
 def test_only_the_runtime_flags_are_marked_runtime():
@@ -65,7 +67,7 @@ def test_every_flag_help_shows_its_fields_default():
     _, train = train_parser()
     helps = {s: action.help for action in train._actions for s in action.option_strings}
     knobs = list(config_flags.knobs(TrainConfig))
-    assert len(knobs) == len(TODAYS_FLAGS | ADDED_FLAGS) - 6  # all but --demo, --game, --run-dir, --resume, --config, --no-curriculum
+    assert len(knobs) == len(TODAYS_FLAGS | ADDED_FLAGS | ADDED_LEARNING_FLAGS) - 6  # all but --demo, --game, --run-dir, --resume, --config, --no-curriculum
     for knob in knobs:
         default = knob.default
         section = TrainConfig() if len(knob.path) == 1 else getattr(TrainConfig(), knob.path[0])
@@ -124,7 +126,8 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "--cpu-bf16",
         "--status-every", "0.5", "--checkpoint-every", "7", "--arch", "large", "--recurrent", "--obs", "rgb105x80",
         "--warmup-steps", "2", "--lr", "5e-4", "--ent-coef", "0.01", "--gamma", "0.9", "--gae-lambda", "0.8",
-        "--epochs", "3", "--minibatches", "2", "--clip", "0.2", "--window", "32", "--success-threshold", "0.3",
+        "--epochs", "3", "--minibatches", "2", "--clip", "0.2", "--window", "32", "--adaptive-step",
+        "--success-threshold", "0.3",
         "--random-start-fraction", "0.1", "--decision-front", "0.5", "--min-episodes", "16",
         "--front-half-life", "8", "--lag-allowance", "40", "--max-episode-frames", "9000",
         "--success-rule", "demo_end", "--success-horizon", "1000", "--unstick-patience", "1000",
@@ -141,8 +144,8 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "atari": {"obs_mode": "rgb105x80", "warmup_steps": 2},
         "ppo": {"lr": 5e-4, "ent_coef": 0.01, "gamma": 0.9, "gae_lambda": 0.8, "num_epochs": 3, "num_minibatches": 2,
                 "clip_coef": 0.2, "cpu_bf16": True},
-        "curriculum": {"window": 32, "success_threshold": 0.3, "random_start_fraction": 0.1, "decision_front": 0.5,
-                       "min_episodes": 16, "front_half_life": 8.0},
+        "curriculum": {"window": 32, "adaptive_step": True, "success_threshold": 0.3, "random_start_fraction": 0.1,
+                       "decision_front": 0.5, "min_episodes": 16, "front_half_life": 8.0},
         "rules": {"lag_allowance": 40, "max_episode_frames": 9000, "success_rule": "demo_end",
                   "success_horizon": 1000},
         "unstick": {"patience_frames": 1000, "decay": 0.25},

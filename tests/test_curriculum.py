@@ -404,3 +404,143 @@ def test_state_summary_reads_a_saved_state_as_the_scheduler_does():
         sched.update()
     summary = state_summary(sched.state_dict())
     assert summary["done"] and summary["start_frame"] == 0 == sched.start_frame == summary["window_start"]
+
+
+# ---------------------------------------------------------- adaptive step
+def _simulated_moves(**config) -> list[list]:
+    """``[update, move, start frame after it]`` of a seeded simulated agent whose skill (frames from the
+    demo end it masters) grows, and collapses by 40% every 400 updates until update 2000: moves back,
+    forward (collapses) and done, with frame granularity 2 and the collapse statistics' forgetting."""
+    rng = np.random.default_rng(11)
+    cfg = CurriculumConfig(**{"window": 200, "min_episodes": 20, "collapse_min_episodes": 100,
+                              "max_window_episodes": 400, **config})
+    sched = CurriculumScheduler(1200, cfg, frame_granularity=2)
+    skill, moves = 120.0, []
+    for update in range(3000):
+        for worker in range(8):
+            start = sched.sample_start(rng, worker, 8)
+            sched.record(start, bool(rng.random() < 1.0 / (1.0 + math.exp((1200 - start - skill) / 25.0))))
+        if update % 400 == 399 and update < 2000:
+            skill *= 0.6
+        skill += 1.2
+        move = sched.update()
+        if move is not None:
+            moves.append([update, move, sched.start_frame])
+        if sched.done:
+            break
+    return moves
+
+
+# _simulated_moves() recorded on the scheduler before the adaptive step existed.
+MOVES_BEFORE_ADAPTIVE_STEP = [
+    [9, "back", 900], [124, "back", 800], [203, "back", 700], [294, "back", 600], [361, "back", 500],
+    [663, "back", 400], [741, "back", 300], [1107, "back", 200], [1179, "back", 100], [1319, "forward", 200],
+    [1335, "forward", 300], [1432, "back", 200], [1530, "back", 100], [1760, "forward", 200], [1873, "back", 100],
+    [1960, "back", 0], [2144, "forward", 100], [2339, "back", 0], [2408, "done", 0],
+]
+
+
+def test_without_the_adaptive_step_every_decision_is_as_before():
+    assert not CurriculumConfig().adaptive_step  # off by default
+    assert _simulated_moves() == MOVES_BEFORE_ADAPTIVE_STEP
+    assert _simulated_moves(adaptive_step=False) == MOVES_BEFORE_ADAPTIVE_STEP
+
+
+def test_adaptive_step_grows_with_the_front_rate_over_the_threshold_capped_at_the_window():
+    """Window 200, step 100, threshold 20%: the step scales by rate / threshold, within [100, 200]."""
+    for successes, moved in ((4, 100), (5, 125), (6, 150), (8, 200), (20, 200)):
+        sched = make(adaptive_step=True)
+        front = sched.start_frame
+        record_many(sched, front, successes=successes, failures=20 - successes)
+        assert sched.update() == "back" and sched.start_frame == front - moved, successes
+        assert sched.history == [(0, front), (20, front - moved)]
+    sched = make(adaptive_step=True)
+    record_many(sched, sched.start_frame, successes=3, failures=17)  # below the threshold: no move at all
+    assert sched.update() is None
+    # A step configured above the window is never shortened by the cap.
+    sched = CurriculumScheduler(N, CurriculumConfig(window=100, step=150, min_episodes=20, adaptive_step=True))
+    record_many(sched, sched.start_frame, successes=4, failures=16)
+    assert sched.update() == "back" and sched.start_frame == N - 100 - 150
+
+
+def test_adaptive_step_uses_the_recency_weighted_front_rate():
+    """The rate that scales the step is the one that triggered the move: the decayed front rate, not the
+    plain rate since the last move (here 50% plain, 64/96 decayed)."""
+    sched = make(adaptive_step=True, min_episodes=20, front_half_life=64.0, success_threshold=0.5)
+    front = sched.start_frame
+    record_many(sched, front, successes=0, failures=64)
+    assert sched.update() is None
+    record_many(sched, front, successes=64, failures=0)
+    assert sched.update() == "back"
+    assert sched.start_frame == front - round(100 * (64 / 96) / 0.5)  # 133, not the plain rate's 100
+
+
+def test_adaptive_step_never_moves_past_frame_zero_and_then_finishes_as_before():
+    sched = CurriculumScheduler(N, CurriculumConfig(window=200, min_episodes=5, adaptive_step=True), initial_start=150)
+    record_many(sched, 150, successes=5, failures=0)  # 100%: a 200-frame move, clipped at frame 0
+    assert sched.update() == "back" and sched.start_frame == 0 and not sched.done
+    record_many(sched, 0, successes=5, failures=0)
+    assert sched.update() == "done" and sched.done and sched.start_frame == 0
+    assert sched.history == [(0, 150), (5, 0)]
+
+
+def test_after_an_adaptive_move_a_collapse_moves_forward_by_the_plain_step():
+    """The long move resets the statistics like any move; a collapse then comes back by the plain step,
+    never past the initial start; the history records every start frame."""
+    sched = make(adaptive_step=True)
+    initial = sched.start_frame
+    record_many(sched, initial, successes=20, failures=0)
+    assert sched.update() == "back" and sched.start_frame == initial - 200
+    stats = sched.stats()
+    assert stats["window_episodes"] == 0 and math.isnan(stats["front_success_rate"])
+    record_many(sched, sched.start_frame, successes=0, failures=99)
+    assert sched.update() is None  # the collapse rule counts from the move: 99 < 100 episodes
+    sched.record(sched.start_frame, False)
+    assert sched.update() == "forward" and sched.start_frame == initial - 100
+    record_many(sched, sched.start_frame, successes=0, failures=100)
+    assert sched.update() == "forward" and sched.start_frame == initial
+    record_many(sched, sched.start_frame, successes=0, failures=200)
+    assert sched.update() is None and sched.start_frame == initial
+    record_many(sched, initial, successes=200, failures=0)  # the 200 failures are mostly forgotten by now
+    assert sched.update() == "back" and sched.start_frame == initial - 200
+    assert sched.history == [(0, initial), (20, initial - 200), (120, initial - 100), (220, initial),
+                             (620, initial - 200)]
+
+
+def test_adaptive_moves_stay_within_the_step_and_the_window_in_a_simulated_run():
+    moves = _simulated_moves(adaptive_step=True)
+    assert moves != MOVES_BEFORE_ADAPTIVE_STEP and moves[-1][1] == "done"
+    before, longest_back = 1000, 0  # the initial window's front: the demo's 1200 frames minus the window
+    for _, move, after in moves:
+        if move == "back":
+            assert 100 <= before - after <= 200 or (after == 0 and before <= 200)
+            longest_back = max(longest_back, before - after)
+        elif move == "forward":
+            assert after - before == 100
+        before = after
+    assert longest_back > 100
+
+
+def test_adaptive_step_state_round_trips_and_old_states_load():
+    """The rule keeps no state of its own: a checkpoint written before the option existed (no
+    ``adaptive_step`` in its config) loads, and the scheduler decides with the config in use."""
+    rng = np.random.default_rng(9)
+    a = make(adaptive_step=True)
+    for _ in range(200):
+        a.record(a.sample_start(rng), bool(rng.random() < 0.6))
+        a.update()
+    state = json.loads(json.dumps(a.state_dict()))
+    assert state["config"]["adaptive_step"] is True
+    assert "adaptive_step" not in make().state_dict()["config"]  # off: the state is as before the option existed
+    b = make(adaptive_step=True)
+    b.load_state_dict(state)
+    assert b.state_dict() == a.state_dict()
+    del state["config"]["adaptive_step"]
+    c = make(adaptive_step=True)
+    c.load_state_dict(state)
+    for _ in range(300):
+        start, success = a.sample_start(rng), bool(rng.random() < 0.6)
+        for sched in (a, c):
+            sched.record(start, success)
+        assert a.update() == c.update() and a.start_frame == c.start_frame
+    assert a.history == c.history and len(a.history) > 3
