@@ -1,4 +1,4 @@
-"""Epsilon exploration right after a curriculum start.
+"""Exploration right after a curriculum start: an epsilon mixture, and optionally a temperature.
 
 Why: a policy trained for millions of frames on the later part of the demo
 becomes near-deterministic, also in states where its action did not matter
@@ -23,6 +23,16 @@ its own (measured: with every window episode exploring, the first move of the
 bundled demo's curriculum took 0.43M frames instead of 0.18M). Episodes from
 the real game start and evaluation never explore.
 
+An opt-in alternative, ``temperature`` (``--explore-temperature``): the
+exploring steps sample from ``softmax(logits / T)``, the original atari-reset
+code's softer policy right after a demo start. Where the mixture gives every
+action the same floor, a temperature keeps the policy's ranking and lifts its
+unlikely actions by their own weight. The two compose (temper first, then mix;
+see :func:`behaviour_log_probs`), so ``--explore-epsilon 0 --explore-temperature
+2`` is a softening like the original's alone and both flags together are one
+more arm of the ablation; the log-probability stored is again that of the distribution
+sampled from.
+
 Pure logic (torch tensors, no env, no I/O): testable alone.
 """
 
@@ -30,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +59,17 @@ class ExploreConfig:
                                "uniform-random choice into the policy (0 = off)")
     """Probability mass moved to a uniformly random action."""
 
+    temperature: float = knob(1.0, flag="--explore-temperature", metavar="T",
+                              help="for the same exploring steps, sample from softmax(logits / T), a softer "
+                                   "policy (1 = off; with --explore-epsilon above 0 its uniform share is mixed "
+                                   "into the softened policy)")
+    """Divides the logits during exploring steps (the original divided them by 2 after a demo start).
+
+    Composed with :attr:`epsilon` rather than replacing it, so that each flag keeps one meaning and
+    the ablation can run the mixture alone (``T = 1``, the default), the temperature alone
+    (``epsilon = 0``) and both. Off by default until the learning ablation of issue #22 measures it.
+    """
+
     steps: int = knob(8, flag="--explore-steps", metavar="K",
                       help="agent steps after a window start that explore (after any --warmup-steps)")
     """The new stretch of the demo: 8 agent steps are 32 frames, the default window's step."""
@@ -59,6 +81,8 @@ class ExploreConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.epsilon <= 1.0:
             raise UserError("--explore-epsilon must be in [0, 1]")
+        if not 1.0 <= self.temperature < math.inf:
+            raise UserError("--explore-temperature must be a number >= 1 (1 = off; above 1: a softer policy)")
         if self.steps < 0:
             raise UserError("--explore-steps must be >= 0")
         if not 0.0 <= self.fraction <= 1.0:
@@ -78,6 +102,31 @@ def epsilon_mixture(log_probs: Tensor, epsilon: Tensor) -> Tensor:
     return torch.where(eps > 0, mixed, log_probs)
 
 
+def behaviour_log_probs(logits: Tensor, epsilon: Tensor | None = None, temperature: Tensor | None = None) -> Tensor:
+    """Log-probabilities of the distribution a step samples from: the policy ``softmax(logits)``, or for
+    exploring rows ``(1 - eps) * softmax(logits / T) + eps * uniform``.
+
+    ``logits``: [B, A] float; ``epsilon``, ``temperature``: [B] or None (off). The temperature applies
+    first so that the mixture's uniform share stays the floor it is on its own. With both None this is
+    ``log_softmax(logits)``; rows with ``T == 1`` and ``eps == 0`` are the policy's exactly (dividing by 1
+    is exact).
+    """
+    if temperature is not None:
+        logits = logits / temperature.to(logits.device, logits.dtype).unsqueeze(-1)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    if epsilon is not None:
+        log_probs = epsilon_mixture(log_probs, epsilon.to(logits.device))
+    return log_probs
+
+
+class ExploringStep(NamedTuple):
+    """What one step's exploring envs sample from: per env ``epsilon`` and ``temperature`` (each [B],
+    0 and 1 for envs that do not explore), or None where that lever is off."""
+
+    epsilon: Tensor | None
+    temperature: Tensor | None
+
+
 class ExplorationBudget:
     """Which env's current episode explores, and how many exploring steps it has left."""
 
@@ -89,7 +138,8 @@ class ExplorationBudget:
 
     @property
     def enabled(self) -> bool:
-        return self.config.epsilon > 0 and self.config.steps > 0 and self.config.fraction > 0
+        explores = self.config.epsilon > 0 or self.config.temperature != 1
+        return explores and self.config.steps > 0 and self.config.fraction > 0
 
     def begin(self, env: int, in_window: bool, rng: np.random.Generator) -> bool:
         """Env ``env`` begins an episode; it explores with probability ``fraction`` if it starts in the
@@ -99,8 +149,9 @@ class ExplorationBudget:
         self.left[env] = self.config.steps if explores else 0
         return explores
 
-    def epsilons(self, envs: slice, replayed: np.ndarray | None = None) -> Tensor | None:
-        """Epsilon per env of ``envs`` for this step (consumes one step of each budget); ``None`` if none explores.
+    def step(self, envs: slice, replayed: np.ndarray | None = None) -> ExploringStep | None:
+        """What each env of ``envs`` samples from at this step (consumes one step of each budget); ``None``
+        if none explores.
 
         ``replayed`` (bool per env of ``envs``): envs whose step replays the demo (warm-up). Their action
         is ignored, so they neither explore nor spend their budget: the ``steps`` exploring steps are the
@@ -113,7 +164,11 @@ class ExplorationBudget:
             return None
         left[active] -= 1
         self.explored_steps += int(active.sum())
-        return torch.from_numpy(active * self.config.epsilon).float()
+        epsilon = torch.from_numpy(active * self.config.epsilon).float() if self.config.epsilon > 0 else None
+        temperature = None
+        if self.config.temperature != 1:
+            temperature = torch.from_numpy(np.where(active, self.config.temperature, 1.0)).float()
+        return ExploringStep(epsilon, temperature)
 
     def take_count(self) -> int:
         count, self.explored_steps = self.explored_steps, 0

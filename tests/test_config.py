@@ -37,7 +37,7 @@ TODAYS_RUNTIME = {"--minutes", "--stop-at-success", "--frames", "--device", "--w
 # Flags added since, each a runtime knob: how a run executes, not what it learns.
 ADDED_FLAGS = {"--cpu-bf16"}
 # Flags added since that change what a run learns (opt-in levers of issue #22): --resume may not change them.
-ADDED_LEARNING_FLAGS = {"--adaptive-step"}
+ADDED_LEARNING_FLAGS = {"--adaptive-step", "--explore-temperature"}
 
 
 def train_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -131,7 +131,8 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "--random-start-fraction", "0.1", "--decision-front", "0.5", "--min-episodes", "16",
         "--front-half-life", "8", "--lag-allowance", "40", "--max-episode-frames", "9000",
         "--success-rule", "demo_end", "--success-horizon", "1000", "--unstick-patience", "1000",
-        "--unstick-decay", "0.25", "--explore-epsilon", "0.1", "--explore-steps", "4", "--explore-fraction", "0.25",
+        "--unstick-decay", "0.25", "--explore-epsilon", "0.1", "--explore-temperature", "2",
+        "--explore-steps", "4", "--explore-fraction", "0.25",
         "--demo", "x.h5", "--game", "pong")
     assert {k.flag.name for k, _ in config_flags.given(args, TrainConfig)} == {
         k.flag.name for k in config_flags.knobs(TrainConfig)}  # every knob's flag is on this command line
@@ -149,7 +150,7 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "rules": {"lag_allowance": 40, "max_episode_frames": 9000, "success_rule": "demo_end",
                   "success_horizon": 1000},
         "unstick": {"patience_frames": 1000, "decay": 0.25},
-        "explore": {"epsilon": 0.1, "steps": 4, "fraction": 0.25},
+        "explore": {"epsilon": 0.1, "temperature": 2.0, "steps": 4, "fraction": 0.25},
     }
     for key, value in want.items():
         if isinstance(value, dict):

@@ -10,7 +10,7 @@ import torch
 
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.exploration import ExplorationBudget, ExploreConfig, epsilon_mixture
-from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, sample_categorical
+from curriculum_ppo.ppo.policy import ActorCritic, PolicyConfig, choose_actions, sample_categorical
 from curriculum_ppo.train import Trainer, TrainConfig
 
 DEMO = "demos/MontezumaRevenge-room1.h5"
@@ -59,17 +59,17 @@ def test_policy_act_logs_the_behaviour_log_probability():
 def test_budget_counts_down_per_env_and_only_window_starts_explore():
     rng = np.random.default_rng(0)
     budget = ExplorationBudget(3, ExploreConfig(epsilon=0.5, steps=2, fraction=1.0))
-    assert budget.enabled and budget.epsilons(slice(None)) is None
+    assert budget.enabled and budget.step(slice(None)) is None
     assert budget.begin(0, True, rng) and not budget.begin(1, False, rng) and budget.begin(2, True, rng)
-    assert budget.epsilons(slice(None)).tolist() == [0.5, 0.0, 0.5]
+    assert budget.step(slice(None)).epsilon.tolist() == [0.5, 0.0, 0.5]
     assert not budget.begin(2, False, rng)  # a new episode behind the window: its budget is gone
     assert budget.exploring.tolist() == [True, False, False]
-    assert budget.epsilons(slice(0, 2)).tolist() == [0.5, 0.0]
-    assert budget.epsilons(slice(None)) is None  # env 0 used its 2 steps
+    assert budget.step(slice(0, 2)).epsilon.tolist() == [0.5, 0.0]
+    assert budget.step(slice(None)) is None  # env 0 used its 2 steps
     assert budget.take_count() == 3 and budget.take_count() == 0
     assert budget.begin(1, True, rng)  # a replayed (warm-up) step neither explores nor spends the budget
-    assert budget.epsilons(slice(None), np.array([False, True, False])) is None
-    assert budget.epsilons(slice(1, 3), np.array([False, False])).tolist() == [0.5, 0.0]
+    assert budget.step(slice(None), np.array([False, True, False])) is None
+    assert budget.step(slice(1, 3), np.array([False, False])).epsilon.tolist() == [0.5, 0.0]
     assert budget.left.tolist() == [0, 1, 0] and budget.take_count() == 1
     half = ExplorationBudget(1, ExploreConfig(fraction=0.5))
     share = np.mean([half.begin(0, True, rng) for _ in range(4000)])
@@ -82,13 +82,97 @@ def test_budget_counts_down_per_env_and_only_window_starts_explore():
             ExploreConfig(**bad)
 
 
+LOGITS = torch.tensor([[3.0, 1.0, 0.0, -1.0, 2.0, 0.0], [0.5, -2.0, 4.0, 0.0, 1.0, 1.0],
+                       [6.0, 0.0, 0.0, 0.0, 0.0, 0.0], [-1.0, 0.0, 1.0, 2.0, 0.0, -3.0]])
+
+
+def test_temperature_one_samples_and_logs_exactly_as_before():
+    """T = 1 (the default) is today's action choice bit for bit: same actions and log-probabilities for a
+    fixed seed as the code before the option (log-softmax, the epsilon mixture, Gumbel-max), with the
+    temperature given as ones or not at all; and the budget does not even pass a temperature."""
+    logits = LOGITS.repeat(256, 1)
+    eps = torch.tensor([0.0, 0.2, 1.0, 0.5]).repeat(256)
+    torch.manual_seed(3)
+    before = epsilon_mixture(torch.log_softmax(logits, dim=-1), eps)
+    action_before = sample_categorical(before)
+    logprob_before = before.gather(-1, action_before[:, None]).squeeze(-1)
+    for temperature in (None, torch.ones(len(logits))):
+        torch.manual_seed(3)
+        action, logprob = choose_actions(logits, epsilon=eps, temperature=temperature)
+        assert torch.equal(action, action_before) and torch.equal(logprob, logprob_before)
+    assert ExploreConfig().temperature == 1.0
+    budget = ExplorationBudget(2, ExploreConfig(epsilon=0.5, steps=2, fraction=1.0))
+    budget.begin(0, True, np.random.default_rng(0))
+    step = budget.step(slice(None))
+    assert step.temperature is None and step.epsilon.tolist() == [0.5, 0.0]
+    assert not ExplorationBudget(1, ExploreConfig(epsilon=0.0, temperature=1.0)).enabled  # both levers off
+
+
+def test_temperature_samples_from_the_softened_policy_and_logs_its_log_probability():
+    """With T = 2 the action frequencies follow softmax(logits / 2), not the policy's own softmax; the
+    logged log-probability is exactly log_softmax(logits / 2) of the action; rows with T = 1 are the
+    policy's own, exactly; greedy choice ignores the temperature."""
+    n = 40_000
+    logits = LOGITS[0].expand(n, 6)
+    torch.manual_seed(0)
+    action, logprob = choose_actions(logits, temperature=torch.full((n,), 2.0))
+    freq = torch.bincount(action, minlength=6).float() / n
+    softened = (LOGITS[0] / 2).softmax(-1)
+    assert torch.allclose(freq, softened, atol=0.01)
+    assert (softened - LOGITS[0].softmax(-1)).abs().max() > 0.1  # a real difference, far beyond the tolerance
+    assert torch.equal(logprob, torch.log_softmax(logits / 2, dim=-1).gather(-1, action[:, None]).squeeze(-1))
+
+    temperature = torch.tensor([1.0, 2.0, 1.0, 3.0])
+    action, logprob = choose_actions(LOGITS, temperature=temperature)
+    plain = torch.log_softmax(LOGITS, dim=-1).gather(-1, action[:, None]).squeeze(-1)
+    hot = torch.log_softmax(LOGITS / temperature[:, None], dim=-1).gather(-1, action[:, None]).squeeze(-1)
+    assert torch.equal(logprob[0::2], plain[0::2]) and torch.equal(logprob[1::2], hot[1::2])
+    greedy, greedy_logprob = choose_actions(LOGITS, deterministic=True, temperature=temperature)
+    assert torch.equal(greedy, LOGITS.argmax(-1)) and torch.equal(greedy_logprob,
+                                                                   torch.log_softmax(LOGITS, -1).max(-1).values)
+
+
+def test_temperature_and_epsilon_compose_into_one_honest_distribution():
+    """Both on: the action is drawn from (1 - eps) * softmax(logits / T) + eps * uniform, and that is the
+    log-probability logged."""
+    n = 40_000
+    logits = LOGITS[2].expand(n, 6)  # a near-deterministic policy: 6 nats on action 0
+    torch.manual_seed(1)
+    action, logprob = choose_actions(logits, epsilon=torch.full((n,), 0.3), temperature=torch.full((n,), 2.0))
+    expected = 0.7 * (LOGITS[2] / 2).softmax(-1) + 0.3 / 6
+    assert torch.allclose(logprob.exp(), expected[action])
+    assert torch.allclose(torch.bincount(action, minlength=6).float() / n, expected, atol=0.01)
+
+
+def test_budget_gives_exploring_envs_the_temperature_and_validates_it():
+    rng = np.random.default_rng(0)
+    budget = ExplorationBudget(3, ExploreConfig(epsilon=0.0, temperature=2.0, steps=2, fraction=1.0))
+    assert budget.enabled  # the temperature alone explores, with the mixture off
+    assert budget.begin(0, True, rng) and not budget.begin(1, False, rng) and budget.begin(2, True, rng)
+    step = budget.step(slice(None), np.array([False, False, True]))  # env 2 replays the demo
+    assert step.epsilon is None and step.temperature.tolist() == [2.0, 1.0, 1.0]
+    assert budget.step(slice(None)).temperature.tolist() == [2.0, 1.0, 2.0]
+    assert budget.step(slice(None)).temperature.tolist() == [1.0, 1.0, 2.0]
+    assert budget.step(slice(None)) is None and budget.take_count() == 4
+    both = ExplorationBudget(1, ExploreConfig(epsilon=0.25, temperature=3.0, steps=1, fraction=1.0))
+    both.begin(0, True, rng)
+    step = both.step(slice(None))
+    assert step.epsilon.tolist() == [0.25] and step.temperature.tolist() == [3.0]
+    for off in ({"steps": 0}, {"fraction": 0.0}):
+        assert not ExplorationBudget(1, ExploreConfig(epsilon=0.0, temperature=2.0, **off)).enabled
+    for bad in (0.5, 0.0, -2.0, math.inf, math.nan):
+        with pytest.raises(UserError, match="--explore-temperature"):
+            ExploreConfig(temperature=bad)
+
+
 def _rollout(tmp_path, explore: ExploreConfig, random_start_fraction: float = 0.2, steps: int = 64,
              warmup_steps: int = 0):
     config = TrainConfig(demo=DEMO, num_envs=2, num_workers=0, num_steps=steps, seed=5, status_every=1e9,
                          explore=explore)
     config.curriculum.random_start_fraction = random_start_fraction
     config.atari.warmup_steps = warmup_steps
-    trainer = Trainer(config, tmp_path / f"run{explore.epsilon}-{random_start_fraction}-{warmup_steps}", quiet=True)
+    name = f"run{explore.epsilon}-{explore.temperature}-{random_start_fraction}-{warmup_steps}"
+    trainer = Trainer(config, tmp_path / name, quiet=True)
     try:
         with torch.no_grad():
             trainer.behaviour.policy_head.bias.zero_()
@@ -117,6 +201,31 @@ def test_rollout_explores_the_first_steps_of_every_window_episode(tmp_path):
     assert (uniform == (since < 3)).all()
     assert (buffers["actions"].numpy()[since >= 3] == 0).mean() > 0.9
     assert all(episode["explored"] for episode in episodes)
+
+
+def test_rollout_samples_exploring_steps_at_the_temperature_and_logs_that_distribution(tmp_path):
+    """Real emulator, restarts included, --explore-temperature 2 with the mixture off: the first 3 agent
+    steps after each window start log log_softmax(logits / 2) of their action (the policy's logits,
+    recomputed from the stored observations), every later step the policy's own log_softmax(logits);
+    the episodes are exploring ones, which the curriculum does not count."""
+    trainer, buffers, episodes = _rollout(tmp_path, ExploreConfig(epsilon=0.0, temperature=2.0, steps=3,
+                                                                  fraction=1.0))
+    assert len(episodes) >= 2  # restarts happened inside the rollout
+    exploring = torch.from_numpy(_steps_since_start(buffers["episode_starts"]) < 3)
+    T, B = buffers["actions"].shape
+    with torch.no_grad():
+        logits, _, _ = trainer.behaviour(buffers["obs"].flatten(0, 1))
+    logits = logits.float().view(T, B, -1)
+    taken = buffers["actions"].unsqueeze(-1)
+    own = torch.log_softmax(logits, -1).gather(-1, taken).squeeze(-1)
+    hot = torch.log_softmax(logits / 2, -1).gather(-1, taken).squeeze(-1)
+    logged = buffers["logprobs"]
+    assert torch.allclose(logged[exploring], hot[exploring], atol=1e-5)
+    assert torch.allclose(logged[~exploring], own[~exploring], atol=1e-5)
+    assert ((hot - own)[exploring].abs() > 0.1).all()  # the two distributions differ on every exploring step
+    assert all(episode["explored"] for episode in episodes)
+    trainer.hooks.record(episodes, trainer.stats)
+    assert trainer.explored_episodes == len(episodes) and not trainer.scheduler.pending_counts().any()
 
 
 @pytest.mark.parametrize("warmup,explore_steps", [(4, 3), (2, 5)], ids=["warmup>=explore", "warmup<explore"])
@@ -164,7 +273,7 @@ def test_no_exploration_when_switched_off_or_for_starts_behind_the_window(tmp_pa
             trainer.hooks.set_start(trainer.pool, i, trainer._sample_start(i))
             assert trainer.hooks.next_start[i] > trainer.scheduler.window_end
             trainer._begin_episode(i)
-        assert trainer.explore.epsilons(slice(None)) is None and not trainer.explore.exploring.any()
+        assert trainer.explore.step(slice(None)) is None and not trainer.explore.exploring.any()
     finally:
         trainer.close()
 

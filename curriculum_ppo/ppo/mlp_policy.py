@@ -69,9 +69,10 @@ class MLPActorCritic(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: Tensor, state: Tensor | None = None, episode_starts: Tensor | None = None,
-            deterministic: bool = False, epsilon: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, None]:
-        """(action [B] int64, logprob [B], value [B], None), like ``ActorCritic.act`` (``epsilon`` too)."""
+            deterministic: bool = False, epsilon: Tensor | None = None,
+            temperature: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, None]:
+        """(action [B] int64, logprob [B], value [B], None), like ``ActorCritic.act`` (exploring too)."""
         logits, value, _ = self(obs)
-        action, logprob = choose_actions(logits, deterministic, epsilon)
+        action, logprob = choose_actions(logits, deterministic, epsilon, temperature)
         return action, logprob, value, None
 

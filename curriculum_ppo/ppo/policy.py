@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from curriculum_ppo.errors import UserError
-from curriculum_ppo.exploration import epsilon_mixture
+from curriculum_ppo.exploration import behaviour_log_probs
 
 ARCHS = ("nature", "large")
 
@@ -114,12 +114,15 @@ def sample_categorical(logits: Tensor) -> Tensor:
     return (logits.float() + gumbel).argmax(dim=-1)
 
 
-def choose_actions(logits: Tensor, deterministic: bool = False, epsilon: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def choose_actions(logits: Tensor, deterministic: bool = False, epsilon: Tensor | None = None,
+                   temperature: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(action [B], log-probability [B]) from policy logits: sampled, greedy, or sampled from the
-    epsilon mixture (see :mod:`curriculum_ppo.exploration`), whose log-probability is then returned."""
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    if epsilon is not None and not deterministic:
-        log_probs = epsilon_mixture(log_probs, epsilon.to(log_probs.device))
+    exploring distribution that ``epsilon`` and ``temperature`` give (see
+    :func:`curriculum_ppo.exploration.behaviour_log_probs`), whose log-probability is then returned."""
+    if deterministic:
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+    else:
+        log_probs = behaviour_log_probs(logits.float(), epsilon, temperature)
     action = log_probs.argmax(dim=-1) if deterministic else sample_categorical(log_probs)
     return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
 
@@ -393,14 +396,15 @@ class ActorCritic(nn.Module):
         episode_starts: Tensor | None = None,
         deterministic: bool = False,
         epsilon: Tensor | None = None,
+        temperature: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Pick actions for a batch of environments: (action [B] int64, logprob [B], value [B], new_state).
 
-        ``epsilon`` ([B], optional) samples from ``(1 - eps) * policy + eps * uniform`` instead and
-        returns that mixture's log-probability (see :mod:`curriculum_ppo.exploration`).
+        ``epsilon`` and ``temperature`` ([B], optional) sample from ``(1 - eps) * softmax(logits / T) +
+        eps * uniform`` instead and return its log-probability (see :mod:`curriculum_ppo.exploration`).
         """
         logits, value, new_state = self(obs, state, episode_starts)
-        action, logprob = choose_actions(logits, deterministic, epsilon)
+        action, logprob = choose_actions(logits, deterministic, epsilon, temperature)
         return action, logprob, value, new_state
 
 

@@ -78,9 +78,10 @@ class RolloutCollector:
         buffers["loss_mask"][t, envs] = torch.from_numpy(~replayed)
         obs = buffers["obs"][t, envs].to(self.device, non_blocking=True)
         starts = buffers["episode_starts"][t, envs].to(self.device)
-        epsilon = self.explore.epsilons(envs, replayed) if self.explore.enabled else None
+        exploring = self.explore.step(envs, replayed) if self.explore.enabled else None
+        epsilon, temperature = exploring if exploring is not None else (None, None)
         action, logprob, value, new_hidden = policy.act(obs, None if hidden is None else hidden[envs], starts,
-                                                        epsilon=epsilon)
+                                                        epsilon=epsilon, temperature=temperature)
         action_cpu = action.cpu()
         pool.step_async(action_cpu.numpy(), group)
         buffers["actions"][t, envs] = action_cpu
