@@ -505,7 +505,7 @@ class CurriculumScheduler:
     def state_dict(self) -> dict:
         """JSON-serialisable state; count arrays are stored sparsely (most slots are never played)."""
         return {
-            "config": _saved_config(self.config),
+            "config": dataclasses.asdict(self.config),
             "demo_length": self.demo_length,
             "frame_granularity": self.granularity,
             "initial_slot": self.initial_slot,
@@ -579,22 +579,6 @@ def state_summary(state: dict) -> dict:
     length = state.get("demo_length")
     return {"demo_length": None if length is None else int(length), "window_start": front, "done": done,
             "start_frame": 0 if done else front}
-
-
-OPT_IN_FIELDS = ("adaptive_step",)
-"""Config fields of levers that are off by default; a saved state names them only when they are on."""
-
-
-def _saved_config(config: CurriculumConfig) -> dict:
-    """The config as a saved state records it: with every lever of :data:`OPT_IN_FIELDS` that is off left out,
-    so the state of a run that does not use them is the same as before they existed (for the record only:
-    :meth:`CurriculumScheduler.load_state_dict` keeps the config in use)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(CurriculumConfig)}
-    saved = dataclasses.asdict(config)
-    for name in OPT_IN_FIELDS:
-        if saved[name] == defaults[name]:
-            del saved[name]
-    return saved
 
 
 def _num_slots(demo_length: int, granularity: int) -> int:
