@@ -165,16 +165,19 @@ def check_seed(run_dir: Path, seed: int) -> None:
                         f"--out-dir and --json")
 
 
-def run_training(cmd: list[str]) -> tuple[int, bool, float]:
+def run_training(cmd: list[str], log=None, who: str = "bench_learning") -> tuple[int, bool, float]:
     """Run ``curriculum-ppo train``: (exit code, whether a signal here stopped it, seconds it ran).
 
     Ctrl-C, SIGTERM or SIGHUP here stops it cleanly.
     The child runs in its own session so that a terminal's Ctrl-C reaches it exactly once, from
     here: it then finishes its update, saves a checkpoint and exits 130 (a second SIGINT while it
     saves could interrupt the save). Waiting for it instead of killing it keeps that checkpoint.
+    ``log``: an open file that gets the child's stdout and stderr (default: this process's);
+    ``who`` names the script in the line said on stopping.
     """
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    output = {} if log is None else {"stdout": log, "stderr": subprocess.STDOUT}
+    proc = subprocess.Popen(cmd, start_new_session=True, **output)
     forwarded = False
     while True:
         try:
@@ -184,7 +187,7 @@ def run_training(cmd: list[str]) -> tuple[int, bool, float]:
             if not forwarded:
                 forwarded = True
                 proc.send_signal(signal.SIGINT)
-                print("bench_learning: stopping: the training saves a checkpoint first", file=sys.stderr, flush=True)
+                print(f"{who}: stopping: the training saves a checkpoint first", file=sys.stderr, flush=True)
 
 
 def exit_after_training(what: str, rc: int, signalled: bool, hint: str) -> None:
@@ -197,10 +200,35 @@ def _sigterm_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def install_stop_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt here, which :func:`run_training` forwards to the child.
+
+    The training child runs in its own session: a closed terminal would not reach it, so SIGTERM and
+    SIGHUP stop it cleanly, as Ctrl-C does. A shell starts background jobs of a script (`cmd &`) with
+    SIGINT ignored, and Python then installs no KeyboardInterrupt handler: `kill -INT` would be lost,
+    so SIGINT is said explicitly to stop it cleanly. Under nohup (SIGHUP ignored) closing the terminal
+    must not stop it.
+    """
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
+
+
+EVAL_MAX_FRAMES = 4500
+"""Episode cap of the evaluation from the game start, in emulator frames (about 7x the room-1 demo)."""
+
+
+def evaluation_command(run_dir: Path, episodes: int, out: Path, protocols: tuple[str, ...] = ("plain",),
+                       max_frames: int = EVAL_MAX_FRAMES) -> list[str]:
+    """``curriculum-ppo evaluate`` of the run's last checkpoint from the game start, its JSON written to ``out``."""
+    return [sys.executable, "-m", "curriculum_ppo", "evaluate", "--checkpoint",
+            str(run_dir / "checkpoints" / "latest.pt"), "--episodes", str(episodes), "--protocol", *protocols,
+            "--max-frames", str(max_frames), "--json", str(out), "--progress-every", "30"]
+
+
 def evaluate(run_dir: Path, episodes: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "curriculum_ppo", "evaluate", "--checkpoint", str(run_dir / "checkpoints" / "latest.pt"),
-           "--episodes", str(episodes), "--protocol", "plain", "--max-frames", "4500", "--json", str(out),
-           "--progress-every", "30"]
+    cmd = evaluation_command(run_dir, episodes, out)
     print("$", " ".join(cmd), flush=True)
     rc = subprocess.call(cmd)
     if rc != 0:
@@ -297,14 +325,7 @@ def main() -> None:
             args.json = str(bench_dir("bench_learning") / "bench_learning.json")
     except UserError as exc:
         raise SystemExit(f"bench_learning: {exc}")
-    # Stop the training child cleanly, as Ctrl-C does (it runs in its own session: a closed terminal
-    # would not reach it).
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    # A shell starts background jobs of a script (`cmd &`) with SIGINT ignored, and Python then installs no
-    # KeyboardInterrupt handler: `kill -INT` would be lost. Say explicitly that SIGINT stops it cleanly.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup, closing the terminal must not stop it
-        signal.signal(signal.SIGHUP, _sigterm_as_interrupt)
+    install_stop_signals()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = Path(args.json)
