@@ -193,6 +193,155 @@ def test_bench_learning_reuses_only_an_evaluation_of_the_last_checkpoint(tmp_pat
     assert bench.eval_is_current(path, 2048) and not bench.eval_is_current(path, 4096)
 
 
+# -- ablate_learning.py: every variant x seed, resumable ---------------------------------------------------------
+ABLATE = ROOT / "scripts" / "ablate_learning.py"
+# Two variants with a 256-frame budget (one update of 2 envs x 32 steps x frameskip 4): the curriculum and plain PPO.
+ABLATE_ARGS = ["--no-default", "--variant", "cur=--steps 32", "--variant", "ppo=--no-curriculum --steps 32",
+               "--seeds", "1", "2", "--frames", "256", "--num-envs", "2", "--episodes", "1", "--eval-max-frames",
+               "200", "--protocols", "sticky"]
+
+
+def _ablate(tmp_path, *args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ABLATE), *map(str, args)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+def _ablate_runs(report: dict) -> dict:
+    return {(v["name"], r["seed"]): r for v in report["variants"] for r in v["runs"]}
+
+
+def test_ablate_learning_trains_every_run_keeps_the_others_when_one_fails_and_resumes_without_retraining(tmp_path):
+    """The real ablation on tiny budgets: 2 variants x 2 seeds trained and evaluated from the game start, one
+    JSON and one PNG; a run whose training fails is named with its log while the others are kept; the same
+    command then trains only that run, and once more trains nothing and gives the same report."""
+    import json
+
+    blocker = tmp_path / "runs" / "ppo" / "seed2" / "checkpoints"  # a file where train makes its directory
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a directory\n")
+    args = [*ABLATE_ARGS, "--out-dir", tmp_path / "runs", "--json", tmp_path / "report.json"]
+    first = _ablate(tmp_path, *args)
+    assert first.returncode == 1, first.stderr[-2000:]
+    log = tmp_path / "runs" / "ppo" / "seed2" / "ablation.log"
+    failures = [line for line in first.stderr.splitlines() if "failed" in line]
+    assert failures == [f"ablate_learning: ppo seed 2: training failed (exit 2); see {log}"], first.stderr[-2000:]
+    assert "Traceback" not in first.stderr and "curriculum-ppo train: error: cannot create" in log.read_text()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["demo"] == {"path": "demos/MontezumaRevenge-room1.h5", "game": "montezuma_revenge", "frames": 635,
+                              "return": 400.0}
+    assert report["evaluation"] == {"start": "game", "episodes": 1, "protocols": ["plain", "sticky"],
+                                    "max_frames": 200}
+    assert [(v["name"], v["flags"], v["curriculum"]) for v in report["variants"]] == [
+        ("cur", ["--steps", "32"], True), ("ppo", ["--no-curriculum", "--steps", "32"], False)]
+    assert report["cpu"] and report["machine_load"]["cores"] >= 1
+    runs = _ablate_runs(report)
+    for key in (("cur", 1), ("cur", 2), ("ppo", 1)):
+        run = runs[key]
+        assert (run["status"], run["stopped_by"], run["frames"]) == ("finished", "frame budget used", 256), key
+        assert [(s["frames_before"], s["frames_after"], s["exit_code"]) for s in run["sessions"]] == [(0, 256, 0)]
+        assert run["evaluation"]["training_frames"] == 256 and run["evaluation"]["max_frames"] == 200
+        assert sorted(run["evaluation"]["protocols"]) == ["plain", "sticky"] and run["eval_episodes"] == 1
+        assert run["eval_ge_demo_return"] == 0 and run["frames_to_goal"] is None and run["reached_goal"] is False
+    for seed in (1, 2):  # the curriculum started behind the demo's end and has not reached the game start
+        assert 0 < runs[("cur", seed)]["final_start_frame"] < 635 and runs[("cur", seed)]["frames_to_start_frame_0"] is None
+    assert runs[("ppo", 1)]["final_start_frame"] is None  # plain PPO has no start frame
+    failed = runs[("ppo", 2)]
+    assert failed["status"] == "failed" and failed["evaluation"] is None and failed["frames"] == 0
+    assert failed["stopped_by"].startswith("training failed (exit 2)")
+    cur_summary = report["variants"][0]["summary"]
+    assert cur_summary["seeds"] == cur_summary["seeds_finished"] == 2 and cur_summary["seeds_reached_goal"] == 0
+    assert cur_summary["frames"] == {"median": 256, "min": 256, "max": 256, "n": 2}
+    assert cur_summary["frames_to_goal"]["n"] == 0 and report["variants"][1]["summary"]["eval_mean"]["n"] == 1
+    assert (tmp_path / "report.png").stat().st_size > 0
+    assert [line.split()[:2] for line in first.stdout.splitlines() if line.startswith(("cur ", "ppo "))] == [
+        ["cur", "0/2"], ["ppo", "0/2"]]
+
+    blocker.unlink()
+    second = _ablate(tmp_path, *args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    said = [line for line in second.stdout.splitlines() if line.startswith("ablate_learning: ")]
+    assert [line.split(": ")[1:3] for line in said] == [["ppo seed 2", "training from 0 frames (log"],
+                                                        ["ppo seed 2", "evaluating 1 episodes from the game start (log"]]
+    report2 = json.loads((tmp_path / "report.json").read_text())
+    runs2 = _ablate_runs(report2)
+    assert all(runs2[key] == runs[key] for key in (("cur", 1), ("cur", 2), ("ppo", 1)))
+    assert runs2[("ppo", 2)]["status"] == "finished" and runs2[("ppo", 2)]["eval_episodes"] == 1
+    assert [s["exit_code"] for s in runs2[("ppo", 2)]["sessions"]] == [2, 0]
+
+    third = _ablate(tmp_path, *args)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert not [line for line in third.stdout.splitlines() if line.startswith("ablate_learning: ")]
+    assert json.loads((tmp_path / "report.json").read_text())["variants"] == report2["variants"]
+    rebuilt = _ablate(tmp_path, *args, "--report-only")
+    assert rebuilt.returncode == 0, rebuilt.stderr[-2000:]
+    assert json.loads((tmp_path / "report.json").read_text())["variants"] == report2["variants"]
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("wide=--window x", "ablate_learning: error: variant wide (--window x): argument --window: invalid int value: 'x'"),
+    ("wide=--window 128 --no-such-flag", "ablate_learning: error: variant wide (--window 128 --no-such-flag): "
+                                         "unrecognized arguments: --no-such-flag"),
+    ("seed=--seed 3", "ablate_learning: error: variant seed (--seed 3): --seed is set by ablate_learning for every "
+                      "run (its --seeds)"),
+    ("slow=--lr -1", "ablate_learning: error: variant slow (--lr -1): --lr must be positive"),
+])
+def test_ablate_learning_refuses_a_bad_variant_in_one_line_before_any_run_dir(tmp_path, variant, expected):
+    import os
+
+    env = {**os.environ, "CURRICULUM_PPO_BENCH_DIR": str(tmp_path / "bench")}
+    result = _ablate(tmp_path, "--variant", "fine=--window 128", "--variant", variant, "--frames", "256", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [expected]
+    assert result.stdout == "" and list(tmp_path.iterdir()) == []  # no run dir, not even the default output dir
+
+
+def test_ablate_learning_reads_from_the_run_dir_whether_a_run_is_finished(tmp_path):
+    """Finished = the last session ended by the goal rule, or by a frame or time budget not raised since;
+    a run stopped by a signal or a crash is resumed (the files are train's and ablate_learning's own)."""
+    import argparse
+    import json
+
+    ablate = _load_script("ablate_learning")
+    runs = sys.modules["ablation_runs"]
+    variant = runs.Variant("cur", ("--steps", "32"), True, {})
+    run = runs.Run(variant, 1, tmp_path / "cur" / "seed1")
+    budget = argparse.Namespace(frames=256, minutes=30.0, stop_at_success=0.5, num_envs=2)
+    demo = runs.DemoInfo(ROOT / "demos" / "MontezumaRevenge-room1.h5", "montezuma_revenge", 635, 400.0)
+    assert runs.finished_by(run, budget) is None and "--resume" not in ablate.train_command(run, demo, budget, 30.0)
+
+    (run.dir / "checkpoints").mkdir(parents=True)
+    (run.dir / "checkpoints" / "latest.pt").write_bytes(b"")
+    (run.dir / "metrics.jsonl").write_text(json.dumps({"frames": 256, "time": 600.0, "start_frame": 500}) + "\n")
+    (run.dir / "stop.json").write_text(json.dumps({"frames": 256, "kind": "frames", "reason": "frame budget used"}))
+
+    def last_session(stop, exit_code=0, budget_minutes=30.0):
+        (run.dir / runs.SESSIONS_FILE).write_text(json.dumps([{"stop": stop, "exit_code": exit_code,
+                                                               "budget_minutes": budget_minutes}]))
+
+    assert runs.finished_by(run, budget) == "frame budget used"  # no sessions of ours: train's stop.json decides
+    assert runs.finished_by(run, argparse.Namespace(frames=512, minutes=30.0)) is None  # the budget was raised
+    last_session({"frames": 128, "kind": "signal", "reason": "stopped by SIGINT"}, exit_code=130)
+    assert runs.finished_by(run, budget) is None
+    cmd = ablate.train_command(run, demo, budget, 30 - runs.trained_minutes(run))
+    assert cmd[cmd.index("--resume"):] == ["--resume", "--frames", "256", "--minutes", "20.0000",
+                                           "--stop-at-success", "0.5"]
+    last_session(None, exit_code=1)  # a crash: the stop.json left by an earlier session does not count
+    assert runs.finished_by(run, budget) is None
+    last_session({"frames": 256, "kind": "time", "reason": "time budget (--minutes) used"}, budget_minutes=30.0)
+    assert runs.finished_by(run, argparse.Namespace(frames=10**7, minutes=30.0)) == "time budget used"
+    assert runs.finished_by(run, argparse.Namespace(frames=10**7, minutes=60.0)) is None
+    last_session({"frames": 256, "kind": "goal", "reason": "55% of the last 40 episodes ..."})
+    assert runs.finished_by(run, argparse.Namespace(frames=10**7, minutes=600.0)) == "goal rule met"
+    last_session({"frames": 128, "kind": "signal", "reason": "stopped by SIGTERM"}, exit_code=143)
+    assert runs.finished_by(run, argparse.Namespace(frames=10**7, minutes=10.0)) == "time budget used"  # 10 trained
+
+    report = _load_script("ablation_report")
+    assert report.spread([3, None, 1, 2]) == {"median": 2, "min": 1, "max": 3, "n": 3}
+    assert report.spread([None]) == {"median": None, "min": None, "max": None, "n": 0}
+    assert [name for name, _ in ablate.requested_variants([("wide", ("--window", "128"))], no_default=False)] == [
+        "default", "wide"]
+
+
 # -- how bench_train.py times a loop ------------------------------------------------------------------------------
 def _load_script(name: str):
     import importlib.util
