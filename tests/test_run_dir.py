@@ -153,3 +153,23 @@ def test_metrics_rows_are_strict_json_and_a_resume_cuts_the_later_ones(tmp_path)
     assert layout.cut_metrics(2) == 1 and layout.metrics.read_text().splitlines() == lines[:2]
     text = '{"updates": 1}\n{"updates": 2}\nnot json\n{"updates": 3}\n{"updates": 4}\n{"upd'
     assert cut_metrics_rows(text, 2) == ('{"updates": 1}\n{"updates": 2}\nnot json\n', 3)
+
+
+def test_without_tensorboard_a_run_says_so_once_and_keeps_metrics_jsonl(tmp_path, monkeypatch, capsys):
+    """An install that cannot import TensorBoard loses its event files, not the run: one line on stderr."""
+    import sys
+
+    from curriculum_ppo.training.logger import Logger
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # makes the import raise ImportError
+    store = RunDir(tmp_path / "run")
+    store.path.mkdir(parents=True)
+    logger = Logger(store, is_main=True, quiet=True)
+    for frames in (256, 512):
+        logger.log({"frames": frames, "updates": frames // 256, "policy_loss": 0.5})
+    logger.close()
+    err = capsys.readouterr().err
+    assert err.count("warning: no TensorBoard events") == 1 and "metrics.jsonl only" in err
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["frames"] for r in rows] == [256, 512]
+    assert not store.tensorboard.exists()

@@ -7,6 +7,7 @@ periodic status line go to the console unless the run is quiet (:meth:`Logger.in
 from __future__ import annotations
 
 import math
+import sys
 
 from curriculum_ppo.training.run_dir import RunDir
 
@@ -27,9 +28,10 @@ class JsonlSink:
 class TensorBoardSink:
     """Each row's numbers as TensorBoard scalars over ``frames``, plus ``episode_ends/<reason>`` counts.
 
-    The writer is made with the first row (nothing is written for a run that logs none), and not at
-    all when ``tensorboard`` is not installed. ``purge_step`` (on resume) hides the events a killed
-    run logged after its checkpoint.
+    The writer is made with the first row (nothing is written for a run that logs none). Where
+    ``tensorboard`` (a dependency) cannot be imported, the run goes on with ``metrics.jsonl`` alone and
+    says so once on stderr. ``purge_step`` (on resume) hides the events a killed run logged after its
+    checkpoint.
     """
 
     def __init__(self, run_dir: RunDir, purge_step: int | None = None):
@@ -42,7 +44,9 @@ class TensorBoardSink:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(str(self.run_dir.tensorboard), purge_step=self.purge_step)
-            except ImportError:
+            except ImportError as exc:
+                print(f"warning: no TensorBoard events ({exc}); the metrics go to metrics.jsonl only",
+                      file=sys.stderr, flush=True)
                 self.writer = False
         if not self.writer:
             return
