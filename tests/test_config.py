@@ -37,7 +37,8 @@ TODAYS_RUNTIME = {"--minutes", "--stop-at-success", "--frames", "--device", "--w
 # Flags added since, each a runtime knob: how a run executes, not what it learns.
 ADDED_FLAGS = {"--cpu-bf16"}
 # Flags added since that change what a run learns (opt-in levers of issue #22): --resume may not change them.
-ADDED_LEARNING_FLAGS = {"--adaptive-step", "--explore-temperature"}
+ADDED_LEARNING_FLAGS = {"--adaptive-step", "--explore-temperature", "--demo-bc-coef", "--demo-bc-samples",
+                        "--demo-bc-ahead"}
 
 
 def train_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -133,6 +134,7 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
         "--success-rule", "demo_end", "--success-horizon", "1000", "--unstick-patience", "1000",
         "--unstick-decay", "0.25", "--explore-epsilon", "0.1", "--explore-temperature", "2",
         "--explore-steps", "4", "--explore-fraction", "0.25",
+        "--demo-bc-coef", "0", "--demo-bc-samples", "16", "--demo-bc-ahead", "32",  # 0: --recurrent refuses cloning
         "--demo", "x.h5", "--game", "pong")
     assert {k.flag.name for k, _ in config_flags.given(args, TrainConfig)} == {
         k.flag.name for k in config_flags.knobs(TrainConfig)}  # every knob's flag is on this command line
@@ -151,6 +153,7 @@ def test_every_flag_sets_its_field_with_its_type_and_meaning(tmp_path):
                   "success_horizon": 1000},
         "unstick": {"patience_frames": 1000, "decay": 0.25},
         "explore": {"epsilon": 0.1, "temperature": 2.0, "steps": 4, "fraction": 0.25},
+        "imitation": {"coef": 0.0, "samples": 16, "ahead": 32},
     }
     for key, value in want.items():
         if isinstance(value, dict):

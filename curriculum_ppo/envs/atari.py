@@ -296,6 +296,13 @@ class AtariEnv(gym.Env):
             }
         return self._stack.copy(), reward, bool(terminated), bool(truncated), info
 
+    def demo_action(self, t: int) -> int:
+        """The demo's action at frame ``t`` (the first frame of the agent step a start at ``t`` begins):
+        the behaviour-cloning label of that start's observation (:mod:`curriculum_ppo.imitation`)."""
+        if self.demo is None:
+            raise ValueError("this env has no demo")
+        return int(self.demo.actions[t])
+
     def render(self):
         start, self._undrawn_start = self._undrawn_start, None
         if start is not None:  # replaying the start draws its screen and ends in the cached state

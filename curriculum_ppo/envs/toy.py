@@ -239,6 +239,10 @@ class ToyLockEnv(gym.Env):
             self._tracker = DemoEpisodeTracker(self._demo_cum, int(self._start_frame), self.rules, self._rng)
             self._tracker.success_frame, self._tracker.extra_frames = s["tracker"]
 
+    def demo_action(self, t: int) -> int:
+        """The demo's action at position ``t``: the one that opens it (``code[t]``)."""
+        return int(self.code[t])
+
     def render(self):
         return None
 

@@ -31,7 +31,7 @@ Design points, and why:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +39,9 @@ from torch import Tensor, nn
 from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.ppo.policy import unwrap
+
+if TYPE_CHECKING:
+    from curriculum_ppo.imitation import DemoTargets
 
 __all__ = ["PPOConfig", "PPOLearner", "RolloutBatch", "cpu_has_bf16", "rollout_obs_buffer", "trunk_dtype", "unwrap"]
 
@@ -208,6 +211,7 @@ class PPOLearner:
     """Owns the optimizer and performs PPO updates of ``policy`` (optionally DDP-wrapped)."""
 
     STAT_NAMES = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+    BC_STAT_NAMES = ("bc_loss", "bc_accuracy")
 
     def __init__(self, policy: nn.Module, config: PPOConfig | None = None, device: torch.device | str = "cpu") -> None:
         self.policy = policy
@@ -227,16 +231,23 @@ class PPOLearner:
         self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ())))
 
     # ------------------------------------------------------------------ update
-    def update(self, batch: RolloutBatch, lr_scale: float = 1.0, ent_scale: float = 1.0) -> dict[str, float]:
+    def update(self, batch: RolloutBatch, lr_scale: float = 1.0, ent_scale: float = 1.0,
+               demo: DemoTargets | None = None) -> dict[str, float]:
         """Run ``num_epochs`` x ``num_minibatches`` gradient steps on one rollout; return mean statistics.
 
         ``lr_scale``/``ent_scale`` multiply the configured learning rate and
         entropy coefficient (learning-rate annealing, automatic un-sticking).
+        ``demo`` (:mod:`curriculum_ppo.imitation`) adds a behaviour-cloning term to every minibatch:
+        ``demo.samples`` of its frames, drawn with the shuffle generator, go through the same forward
+        pass, and ``demo.coef`` times their cross-entropy against the demo's actions joins the loss
+        (statistics ``bc_loss``, ``bc_accuracy``). The PPO terms see only the rollout's samples.
         """
         cfg = self.config
         batch.validate()
         if self.recurrent and batch.initial_state is None:
             raise ValueError("a recurrent policy needs RolloutBatch.initial_state")
+        if demo is not None and self.recurrent:
+            raise UserError("--demo-bc-coef works with feed-forward policies only (not --recurrent)")
         lr = cfg.lr * lr_scale
         ent_coef = cfg.ent_coef * ent_scale
         for group in self.optimizer.param_groups:
@@ -248,6 +259,10 @@ class PPOLearner:
         n_mb = len(run_mb[0])
         data = batch.to(self.device)
         perms = perms.to(self.device, non_blocking=True)
+        if demo is not None:  # every minibatch's demo frames, drawn up front like the shuffles
+            demo = demo.to(self.device)
+            demo_idx = torch.randint(demo.actions.numel(), (cfg.num_epochs, n_mb, demo.samples),
+                                     generator=self.generator).to(self.device, non_blocking=True)
         if not self.recurrent:  # flatten [T, B] -> [T*B] once
             flat = {
                 name: getattr(data, name).reshape(T * B, *getattr(data, name).shape[2:])
@@ -270,10 +285,18 @@ class PPOLearner:
                         name: getattr(data, name)[:, idx]
                         for name in ("actions", "logprobs", "values", "advantages", "returns", "loss_mask")
                     }
-                else:
+                elif demo is None:
                     logits, new_values, _ = self.policy(flat["obs"][idx])
                     mb_data = {name: flat[name][idx] for name in flat if name != "obs"}
-                mb_stats = self._minibatch_step(logits, new_values, mb_data, ent_coef)
+                else:  # one forward pass over the minibatch and its demo frames (one pass per backward, for DDP)
+                    d_idx = demo_idx[epoch, mb]
+                    logits, new_values, _ = self.policy(torch.cat([flat["obs"][idx], demo.obs[d_idx]]))
+                    n = idx.numel()
+                    mb_data = {name: flat[name][idx] for name in flat if name != "obs"}
+                    mb_data.update(demo_logits=logits[n:], demo_actions=demo.actions[d_idx])
+                    logits, new_values = logits[:n], new_values[:n]
+                mb_stats = self._minibatch_step(logits, new_values, mb_data, ent_coef,
+                                                demo.coef if demo is not None else 0.0)
                 stats.append(mb_stats)
                 epoch_kl.append(mb_stats[3])
             epochs_done += 1
@@ -286,11 +309,12 @@ class PPOLearner:
                     break
 
         ev = explained_variance(data.values, data.returns, data.loss_mask)
+        names = (*self.STAT_NAMES, *(self.BC_STAT_NAMES if demo is not None else ()))
         if stats:
             means = torch.cat([torch.stack(stats).mean(0), ev.reshape(1)]).tolist()  # the one final sync
         else:
-            means = [float("nan")] * len(self.STAT_NAMES) + [ev.item()]
-        out = dict(zip((*self.STAT_NAMES, "explained_variance"), means))
+            means = [float("nan")] * len(names) + [ev.item()]
+        out = dict(zip((*names, "explained_variance"), means))
         out.update(
             lr=lr,
             ent_coef=ent_coef,
@@ -323,8 +347,10 @@ class PPOLearner:
             valid = valid.cpu()
         return perms, (valid > 0).tolist()
 
-    def _minibatch_step(self, logits: Tensor, new_values: Tensor, mb: dict[str, Tensor], ent_coef: float) -> Tensor:
-        """One gradient step; returns [policy_loss, value_loss, entropy, approx_kl, clipfrac, grad_norm]."""
+    def _minibatch_step(self, logits: Tensor, new_values: Tensor, mb: dict[str, Tensor], ent_coef: float,
+                        bc_coef: float = 0.0) -> Tensor:
+        """One gradient step; returns [policy_loss, value_loss, entropy, approx_kl, clipfrac, grad_norm], and
+        [bc_loss, bc_accuracy] after them when ``mb`` holds ``demo_logits`` and ``demo_actions``."""
         cfg = self.config
         mask = mb["loss_mask"]
         count = mask.sum().clamp_min(1.0)
@@ -353,6 +379,11 @@ class PPOLearner:
             v_loss = 0.5 * masked_mean(v_loss_unclipped, mask, count)
         entropy_mean = masked_mean(entropy, mask, count)
         loss = pg_loss - ent_coef * entropy_mean + cfg.vf_coef * v_loss
+        cloning = "demo_logits" in mb
+        if cloning:
+            demo_logits = mb["demo_logits"].float()
+            bc_loss = nn.functional.cross_entropy(demo_logits, mb["demo_actions"])
+            loss = loss + bc_coef * bc_loss
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -362,7 +393,10 @@ class PPOLearner:
         with torch.no_grad():
             approx_kl = masked_mean((ratio - 1.0) - logratio, mask, count)  # unbiased, non-negative estimator
             clipfrac = masked_mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), mask, count)
-            return torch.stack([pg_loss, v_loss, entropy_mean, approx_kl, clipfrac, grad_norm.float()]).detach()
+            out = [pg_loss, v_loss, entropy_mean, approx_kl, clipfrac, grad_norm.float()]
+            if cloning:
+                out += [bc_loss, (demo_logits.argmax(-1) == mb["demo_actions"]).float().mean()]
+            return torch.stack(out).detach()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

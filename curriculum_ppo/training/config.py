@@ -18,6 +18,7 @@ from curriculum_ppo.envs.atari import AtariConfig
 from curriculum_ppo.episode_rules import EpisodeRulesConfig
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.exploration import ExploreConfig
+from curriculum_ppo.imitation import ImitationConfig
 from curriculum_ppo.ppo.learner import PPOConfig
 
 RUN, POOL, NET, CURRICULUM, RULES, EXPLORE = ("run and stopping", "devices and the env pool", "network and PPO",
@@ -25,9 +26,9 @@ RUN, POOL, NET, CURRICULUM, RULES, EXPLORE = ("run and stopping", "devices and t
 FLAG_GROUPS = (RUN, POOL, NET, CURRICULUM, RULES, EXPLORE)
 """The help sections of ``curriculum-ppo train`` (and of the flag tables in docs/training.md), in order."""
 SECTIONS = {"atari": AtariConfig, "rules": EpisodeRulesConfig, "curriculum": CurriculumConfig,
-            "unstick": UnstickConfig, "explore": ExploreConfig, "ppo": PPOConfig}
-SECTION_GROUPS = {"atari": NET, "ppo": NET, "curriculum": CURRICULUM, "rules": RULES, "unstick": EXPLORE,
-                  "explore": EXPLORE}
+            "unstick": UnstickConfig, "explore": ExploreConfig, "ppo": PPOConfig, "imitation": ImitationConfig}
+SECTION_GROUPS = {"atari": NET, "ppo": NET, "imitation": NET, "curriculum": CURRICULUM, "rules": RULES,
+                  "unstick": EXPLORE, "explore": EXPLORE}
 """The help section of each config section's flags."""
 
 
@@ -109,6 +110,7 @@ class TrainConfig:
     unstick: UnstickConfig = field(default_factory=UnstickConfig)
     explore: ExploreConfig = field(default_factory=ExploreConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    imitation: ImitationConfig = field(default_factory=ImitationConfig)
     arch: str = knob("nature", flag="--arch", choices=("nature", "large"), group=NET,
                      help="the Nature CNN, or the original work's network (64/128/128 conv, FC 800 + LayerNorm)")
     """The flag offers the Atari networks; ``mlp`` is the toy env's."""
@@ -130,6 +132,10 @@ class TrainConfig:
              "--stop-at-success must be in (0, 1] (0 switches it off)"),
             (self.stop_at_success is None or self.demo is not None or self.env_kind != "atari",
              "--stop-at-success needs a demo: the goal is to beat the demo's return from the game start"),
+            (not self.imitation.enabled or self.demo is not None or self.env_kind != "atari",
+             "--demo-bc-coef needs a demo (--demo): it clones the demo's actions"),
+            (not self.imitation.enabled or not self.recurrent,
+             "--demo-bc-coef works with feed-forward policies only (not --recurrent)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -33,6 +33,7 @@ from curriculum_ppo.device import learner_torch_threads, pick_device
 from curriculum_ppo.distributed import DistContext
 from curriculum_ppo.errors import UserError
 from curriculum_ppo.exploration import ExplorationBudget
+from curriculum_ppo.imitation import DemoFrames
 from curriculum_ppo.ppo.learner import PPOLearner
 from curriculum_ppo.ppo.policy import PolicyConfig, build_policy
 from curriculum_ppo.training.config import TrainConfig
@@ -50,12 +51,22 @@ from curriculum_ppo.envs.registry import EnvFactory
 from curriculum_ppo.vec.pool import WorkerError, make_pool
 
 
-def env_factory(config: TrainConfig) -> EnvFactory:
-    """The registry's factory of the run's envs (:mod:`curriculum_ppo.envs.registry`)."""
+def env_factory(config: TrainConfig, warmup: bool = True) -> EnvFactory:
+    """The registry's factory of the run's envs (:mod:`curriculum_ppo.envs.registry`); ``warmup=False``: the
+    same envs without demo warm-up steps (a start at ``t`` then observes frame ``t`` itself)."""
     if config.env_kind == "atari":
-        return EnvFactory("atari", game=config.game, demo_path=config.demo, atari=asdict(config.atari),
-                          rules=asdict(config.rules))
+        atari = asdict(config.atari) if warmup else {**asdict(config.atari), "warmup_steps": 0}
+        return EnvFactory("atari", game=config.game, demo_path=config.demo, atari=atari, rules=asdict(config.rules))
     return EnvFactory(config.env_kind, **config.toy)
+
+
+def demo_frames(config: TrainConfig, demo_length: int) -> DemoFrames | None:
+    """The behaviour-cloning term's demo frames (:mod:`curriculum_ppo.imitation`), or None when it is off."""
+    if not config.imitation.enabled:
+        return None
+    if not demo_length:
+        raise UserError("--demo-bc-coef needs a demo: it clones the demo's actions")
+    return DemoFrames(env_factory(config, warmup=False)(config.seed), config.imitation, demo_length)
 
 
 class Trainer:
@@ -116,6 +127,7 @@ class Trainer:
         self.stall = StallDetector(config.unstick)
         self.explore = ExplorationBudget(config.num_envs, config.explore)
         self.stats = EpisodeStats(demo_return=self.demo_info.get("total_return"))
+        self.demo_frames = demo_frames(config, self.demo_info["length"])
         self.hooks = CurriculumHooks(self.scheduler, self.stall, self.explore, self.rng, self.dist, config.num_envs)
         self.rollout = RolloutCollector(self.pool, self.hooks, config.num_envs, config.num_steps, self.device)
         self.updater = Updater(self.learner, self.device, config.overlap, self._after_update)
@@ -233,11 +245,19 @@ class Trainer:
                 self.behaviour.load_state_dict(self.policy.state_dict())
             self.hooks.record(episodes, self.stats)
             self.frames += self.frames_per_update
-            self.updater.start(batch, self._lr_scale(), self.stall.scale, len(episodes), tick)
+            self.updater.start(batch, self._lr_scale(), self.stall.scale, len(episodes), tick,
+                               demo=self._demo_targets())
             if time.time() - last_status >= cfg.status_every and not self.quiet:
                 last_status = self._print_status(t0, frames0)
         self.updater.wait()
         return stop
+
+    def _demo_targets(self):
+        """The demo frames the next update clones (None without ``--demo-bc-coef``), from the window as it is
+        now: the window moves only between updates, in :meth:`_after_update`."""
+        if self.demo_frames is None or self.scheduler is None:
+            return None
+        return self.demo_frames.targets(self.scheduler.start_frame, self.scheduler.window_end)
 
     @property
     def frames_per_update(self) -> int:
@@ -387,6 +407,8 @@ class Trainer:
         if self.pool is not None and not self._envs_closed:
             self._envs_closed = True
             self.pool.close()
+            if getattr(self, "demo_frames", None) is not None:
+                self.demo_frames.close()
         self.logger.close()
 
     def close(self) -> None:

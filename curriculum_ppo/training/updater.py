@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import torch
 
+from curriculum_ppo.imitation import DemoTargets
 from curriculum_ppo.ppo.learner import PPOLearner, RolloutBatch
 
 
@@ -29,13 +30,16 @@ class Updater:
         self._result: dict = {}
         self._context: tuple = ()
 
-    def start(self, batch: RolloutBatch, lr_scale: float, ent_scale: float, *context) -> None:
-        """Update on ``batch``: in a thread with ``overlap`` (call :meth:`wait` before the next), else now."""
+    def start(self, batch: RolloutBatch, lr_scale: float, ent_scale: float, *context,
+              demo: DemoTargets | None = None) -> None:
+        """Update on ``batch`` (and ``demo``'s behaviour-cloning term, if given): in a thread with ``overlap``
+        (call :meth:`wait` before the next), else now."""
         self._result, self._context = {}, context
 
         def run(result=self._result):
             try:
-                result["stats"] = self.learner.update(batch.to(self.device), lr_scale=lr_scale, ent_scale=ent_scale)
+                result["stats"] = self.learner.update(batch.to(self.device), lr_scale=lr_scale, ent_scale=ent_scale,
+                                                      demo=demo)
             except BaseException as exc:  # surfaced in the caller's thread by wait()
                 result["error"] = exc
         if self.overlap:
