@@ -20,7 +20,8 @@ def test_two_ranks_with_gloo_keep_identical_weights_and_curriculum(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "curriculum_ppo", "train", "--demo", DEMO, "--run-dir", str(run_dir), "--device", "cpu",
            "--frames", "2048", "--num-envs", "2", "--workers", "1", "--steps", "32", "--minibatches", "2",
-           "--min-episodes", "4", "--status-every", "0", "--threads", "1"]
+           "--min-episodes", "4", "--status-every", "0", "--threads", "1",
+           "--demo-bc-coef", "0.1"]  # the cloning term too: each rank draws its own demo frames
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=FAULTHANDLER)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 ranks agree on weights and curriculum" in result.stdout
@@ -30,6 +31,7 @@ def test_two_ranks_with_gloo_keep_identical_weights_and_curriculum(tmp_path):
     # Frames are counted over both ranks: 2 ranks x 2 envs x 32 steps x frameskip 4 per update.
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["frames"] for r in rows] == [512 * (i + 1) for i in range(4)]
+    assert all(r["bc_loss"] > 0 for r in rows)
     assert reports[0]["updates"] == reports[1]["updates"] == 4
     # Rank 0 writes the checkpoint; rank 1 its own random streams and episode windows beside it.
     saved = {0: load_checkpoint(run_dir / "checkpoints" / "latest.pt"),
