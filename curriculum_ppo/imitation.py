@@ -29,6 +29,7 @@ from torch import Tensor
 
 from curriculum_ppo.config_flags import knob
 from curriculum_ppo.errors import UserError
+from curriculum_ppo.ppo.learner import rollout_obs_buffer
 
 __all__ = ["DemoFrames", "DemoTargets", "ImitationConfig", "bc_region"]
 
@@ -115,8 +116,6 @@ class DemoFrames:
             return held
         frames = range(first, last + 1)
         self._cache = {t: self._cache.get(t) or self._render(t) for t in frames}
-        from curriculum_ppo.ppo.learner import rollout_obs_buffer
-
         shape = self._cache[first][0].shape
         obs = rollout_obs_buffer(1, len(frames), shape)[0]  # channels-last, like the rollout's frames
         obs.copy_(torch.from_numpy(np.stack([self._cache[t][0] for t in frames])))

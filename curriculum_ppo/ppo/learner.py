@@ -285,16 +285,17 @@ class PPOLearner:
                         name: getattr(data, name)[:, idx]
                         for name in ("actions", "logprobs", "values", "advantages", "returns", "loss_mask")
                     }
-                elif demo is None:
-                    logits, new_values, _ = self.policy(flat["obs"][idx])
+                else:
+                    obs = flat["obs"][idx]
+                    if demo is not None:  # the demo frames join the same forward pass (one per backward, for DDP)
+                        d_idx = demo_idx[epoch, mb]
+                        obs = torch.cat([obs, demo.obs[d_idx]])
+                    logits, new_values, _ = self.policy(obs)
                     mb_data = {name: flat[name][idx] for name in flat if name != "obs"}
-                else:  # one forward pass over the minibatch and its demo frames (one pass per backward, for DDP)
-                    d_idx = demo_idx[epoch, mb]
-                    logits, new_values, _ = self.policy(torch.cat([flat["obs"][idx], demo.obs[d_idx]]))
-                    n = idx.numel()
-                    mb_data = {name: flat[name][idx] for name in flat if name != "obs"}
-                    mb_data.update(demo_logits=logits[n:], demo_actions=demo.actions[d_idx])
-                    logits, new_values = logits[:n], new_values[:n]
+                    if demo is not None:
+                        n = idx.numel()
+                        mb_data.update(demo_logits=logits[n:], demo_actions=demo.actions[d_idx])
+                        logits, new_values = logits[:n], new_values[:n]
                 mb_stats = self._minibatch_step(logits, new_values, mb_data, ent_coef,
                                                 demo.coef if demo is not None else 0.0)
                 stats.append(mb_stats)
